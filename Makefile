@@ -1,0 +1,27 @@
+# Two entry points (see README): `make demo` and `make test`. Both install into .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+
+.PHONY: install demo test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch==2.13.0 is the CPU build (the plain name would pull a multi-GB CUDA build).
+	$(BIN)/pip install -q "torch==2.13.0" -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/avatar render --text "Hello! I am your avatar. The quick brown fox jumps over the lazy dog." -o hello.mp4
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) hello.mp4

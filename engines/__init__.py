@@ -1,0 +1,6 @@
+"""How models run: one interface (load, warm up, run a batch), backends, the worker thread."""
+from .base import Engine, EngineWorker
+from .eager import EagerTorchEngine
+from .threads import configure_torch_threads
+
+__all__ = ["EagerTorchEngine", "Engine", "EngineWorker", "configure_torch_threads"]

@@ -1,0 +1,46 @@
+"""Prometheus metrics of the runtime, registered in a registry the owner passes in.
+
+No module-level metric objects: a server creates one `RuntimeMetrics` over its registry and
+hands it to every session; tests create their own. Labels name the graph (recipe) and the
+stage or channel, never the session, to keep cardinality bounded.
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.010, 0.020, 0.040, 0.080, 0.160, 0.320, 0.640, 1.28)
+
+
+class RuntimeMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None, namespace: str = "avatar") -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r, ns = self.registry, namespace
+        self.stage_latency = Histogram(
+            "stage_latency_seconds", "Processing time of one input frame by a stage",
+            ["graph", "stage"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
+        self.frames_in = Counter("stage_frames_in_total", "Frames a stage received",
+                                 ["graph", "stage"], namespace=ns, registry=r)
+        self.frames_out = Counter("stage_frames_out_total", "Frames a stage emitted",
+                                  ["graph", "stage"], namespace=ns, registry=r)
+        self.budget_exceeded = Counter(
+            "stage_budget_exceeded_total", "Frames whose processing took longer than the stage budget",
+            ["graph", "stage"], namespace=ns, registry=r)
+        self.frames_dropped = Counter(
+            "frames_dropped_total", "Frames dropped by a channel, by reason (late, overflow, stale_epoch)",
+            ["graph", "channel", "reason"], namespace=ns, registry=r)
+        self.deadline_misses = Counter(
+            "deadline_misses_total", "Frames found past their deadline, by the channel policy applied",
+            ["graph", "channel", "policy"], namespace=ns, registry=r)
+        self.queue_depth = Gauge("channel_queue_depth", "Frames waiting in a channel",
+                                 ["graph", "channel"], namespace=ns, registry=r)
+        self.loop_lag = Histogram("event_loop_lag_seconds", "How late the event loop woke a timer",
+                                  namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
+        self.sessions_active = Gauge("sessions_active", "Sessions running", ["graph"],
+                                     namespace=ns, registry=r)
+        self.session_failures = Counter("session_failures_total", "Sessions ended by a failing stage",
+                                        ["graph", "stage"], namespace=ns, registry=r)
+
+    def value(self, name: str, **labels: str) -> float:
+        """Current value of a sample (0 when absent); handy for reports and tests."""
+        v = self.registry.get_sample_value(name, labels)
+        return 0.0 if v is None else v

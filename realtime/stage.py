@@ -1,0 +1,118 @@
+"""The stage contract.
+
+A stage declares its ports (`inputs`, `outputs`) and implements `run(ctx)`, reading frames
+from its input channels and writing to its outputs. Most stages are transforms: subclass
+`MapStage` and implement `process(frame)`, an async generator of output frames; the base
+class measures latency against the stage's budget, counts frames, and forwards in-stream
+markers untouched. Heavy compute belongs in an engine (`engines/`), never on the loop.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .channel import Channel
+from .clock import Clock, MediaClock
+from .frames import Frame
+from .metrics import RuntimeMetrics
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something a session reports to its owner (errors, utterance start/end, ...)."""
+
+    kind: str
+    session_id: str
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class StageContext:
+    """What a running stage may touch: its channels, the clocks, metrics and events."""
+
+    graph: str
+    stage: str
+    session_id: str
+    clock: Clock
+    media_clock: MediaClock
+    metrics: RuntimeMetrics
+    inputs: dict[str, Channel[Any]]
+    outputs: dict[str, Channel[Any]]
+    emit: Callable[[Event], None]
+    epoch: Callable[[], int]
+
+    def input(self, port: str = "in") -> Channel[Any]:
+        return self.inputs[port]
+
+    def output(self, port: str = "out") -> Channel[Any]:
+        return self.outputs[port]
+
+    @property
+    def paced(self) -> bool:
+        return self.media_clock.paced
+
+    def stamp(self, media_time_s: float) -> dict[str, Any]:
+        """Timing fields for a frame entering the graph now, presented at `media_time_s`."""
+        return {"entered": self.clock.now(), "deadline": self.media_clock.due(media_time_s),
+                "epoch": self.epoch()}
+
+    def event(self, kind: str, **data: Any) -> None:
+        self.emit(Event(kind, self.session_id, data))
+
+
+class Stage(ABC):
+    inputs: ClassVar[tuple[str, ...]] = ("in",)
+    outputs: ClassVar[tuple[str, ...]] = ("out",)
+
+    def __init__(self, name: str, *, budget_s: float = 0.040) -> None:
+        self.name = name
+        self.budget_s = budget_s
+
+    async def setup(self, ctx: StageContext) -> None:
+        """Acquire resources (engines, files) before any frame flows."""
+
+    @abstractmethod
+    async def run(self, ctx: StageContext) -> None: ...
+
+    async def teardown(self) -> None:
+        """Release resources; called once, after run ended for any reason."""
+
+
+class MapStage(Stage):
+    """One input, one output: `process` turns each frame into zero or more frames."""
+
+    @abstractmethod
+    def process(self, frame: Any, ctx: StageContext) -> AsyncIterator[Any]: ...
+
+    async def on_marker(self, marker: Any, ctx: StageContext) -> AsyncIterator[Any]:
+        """In-stream markers (not frames) pass through by default."""
+        yield marker
+
+    async def run(self, ctx: StageContext) -> None:
+        inp, out = ctx.input(), ctx.output()
+        m = ctx.metrics
+        latency = m.stage_latency.labels(ctx.graph, self.name)
+        n_in = m.frames_in.labels(ctx.graph, self.name)
+        n_out = m.frames_out.labels(ctx.graph, self.name)
+        over = m.budget_exceeded.labels(ctx.graph, self.name)
+        async for item in inp:
+            if not isinstance(item, Frame):
+                async for marker in self.on_marker(item, ctx):
+                    await out.put(marker)
+                continue
+            n_in.inc()
+            # Stage latency is our own time: from take to last output handed on, excluding
+            # time blocked on a full output (that is backpressure, not this stage's cost).
+            now = ctx.clock.now
+            t0, blocked = now(), 0.0
+            async for produced in self.process(item, ctx):
+                b0 = now()
+                await out.put(produced)
+                blocked += now() - b0
+                n_out.inc()
+            dt = now() - t0 - blocked
+            latency.observe(dt)
+            if dt > self.budget_s:
+                over.inc()
