@@ -1,0 +1,172 @@
+"""The warping renderer: reference portrait + motion parameters -> video frames.
+
+Per frame, for a batch of parameter vectors:
+  1. the rig moves the face's control points (mouth, jaw, lids, brows)        FaceRig
+  2. a thin-plate spline spreads those moves into a dense forward field,
+     one matmul on a coarse grid (stride 4 px), faded to zero at the ROI edge  tps_matrix
+  3. the field is inverted by fixed-point iteration (we sample backwards)
+  4. the head's rigid motion (sway, nod, tilt, breathing) is composed in,
+     weighted by a soft head mask that fades over the neck
+  5. grid_sample pulls the portrait's pixels through the field              (bilinear)
+  6. the mouth interior is composited inside the moved inner-lip contour    MouthInterior
+Only a region of interest around the head is warped; everything outside it is the
+reference, pixel for pixel, so the background cannot move. Same code on CPU and CUDA.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import face_mesh as fm
+from .avatar import Avatar
+from .mouth import MouthInterior, catmull_rom_matrix, close_reference_mouth, portrait_colours
+from .rig import FaceRig
+from .tps import tps_matrix
+
+HEAD_AXES = (0.72, 0.70)  # head ellipse semi-axes, in face widths / heights (hair included)
+HEAD_FADE = (1.0, 1.45)  # head weight falls from 1 to 0 between these ellipse radii
+ROI_RADIUS = 1.5
+INVERSION_STEPS = 3
+
+
+def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - e0) / (e1 - e0), 0, 1)
+    return t * t * (3 - 2 * t)
+
+
+class WarpRenderer(torch.nn.Module):
+    def __init__(self, avatar: Avatar, *, stride: int = 4) -> None:
+        super().__init__()
+        lm = avatar.landmarks.astype(np.float64)
+        size = avatar.size
+        self.size = size
+        self.rig = FaceRig(avatar.landmarks)
+        g = self.rig.geom
+        centre = g.face_centre - 0.12 * g.face_height * g.v  # hair above the face belongs to the head
+        axes = np.array([HEAD_AXES[0] * g.face_width, HEAD_AXES[1] * g.face_height])
+
+        # Region of interest: the head ellipse at ROI_RADIUS, plus the jaw's travel.
+        corners = np.array([[sx, sy] for sx in (-1, 1) for sy in (-1, 1)]) * axes * ROI_RADIUS
+        pts = centre + corners[:, :1] * g.u + corners[:, 1:] * g.v
+        x0, y0 = np.floor(pts.min(0)).astype(int)
+        x1, y1 = np.ceil(pts.max(0)).astype(int)
+        x0, y0 = max(int(x0), 0), max(int(y0), 0)
+        x1, y1 = min(int(x1), size), min(int(y1), size)
+        self.roi = (x0, y0, x1, y1)
+        h, w = y1 - y0, x1 - x0
+        origin = np.array([x0, y0], dtype=np.float64)
+
+        # Coarse grid spanning the ROI's pixel centres exactly (align_corners=True below).
+        gw, gh = math.ceil((w - 1) / stride) + 1, math.ceil((h - 1) / stride) + 1
+        gx, gy = np.meshgrid(np.linspace(0, w - 1, gw), np.linspace(0, h - 1, gh))
+        grid = np.stack([gx, gy], -1).reshape(-1, 2)
+        # Window: fields fade to exactly zero at the ROI border (and stay zero outside).
+        margin = 0.12 * min(w, h)
+        dist = np.minimum.reduce([gx, gy, (w - 1) - gx, (h - 1) - gy])
+        window = _smoothstep(0.0, margin, dist)
+
+        # TPS through the rig's control points plus zero-displacement anchors on the border.
+        centres = self.rig.centres.astype(np.float64) - origin
+        step = max(stride * 4, 16)
+        border = np.array([(x, y) for x in np.arange(0, w, step) for y in (0, h - 1)]
+                          + [(x, y) for y in np.arange(step, h - 1, step) for x in (0, w - 1)], dtype=np.float64)
+        m = tps_matrix(np.vstack([centres, border]), grid, scale=g.face_width, smoothing=1e-4)
+        m = m[:, : len(centres)] * window.reshape(-1, 1)
+        # Stored transposed: (2, N) @ (N, G) is a fast GEMM; (G, N) @ (N, 2) is not.
+        self.register_buffer("tps_t", torch.from_numpy(np.ascontiguousarray(m.T, dtype=np.float32)))
+        self.gh, self.gw, self.h, self.w = gh, gw, h, w
+
+        # Head weight: 1 on the head, fading over the neck, 0 well before the ROI border.
+        d = np.stack([gx, gy], -1) + origin - centre
+        rho = np.hypot((d @ g.u) / axes[0], (d @ g.v) / axes[1])
+        head_w = (1 - _smoothstep(HEAD_FADE[0], HEAD_FADE[1], rho)) * window
+        self.register_buffer("head_w", torch.from_numpy(head_w.astype(np.float32))[None, None])
+        mouth_c = lm[[78, 308]].mean(0) - origin
+        self.head_w_mouth = float(F.grid_sample(
+            self.head_w, torch.tensor(self._norm(mouth_c[None, None, None], w, h), dtype=torch.float32),
+            align_corners=True).item())
+
+        self.register_buffer("coarse", torch.from_numpy(grid.astype(np.float32)).view(1, gh, gw, 2))
+        self.register_buffer("origin", torch.tensor(origin, dtype=torch.float32))
+        self.register_buffer("scale", torch.tensor([2.0 / (w - 1), 2.0 / (h - 1)]))
+
+        img = torch.from_numpy(avatar.image.copy())
+        self.register_buffer("base", img)  # (S, S, 3) uint8, everything outside the ROI
+        closed = torch.from_numpy(close_reference_mouth(avatar.image, lm[list(fm.LIPS_UPPER_INNER)],
+                                                        lm[list(fm.LIPS_LOWER_INNER)]))
+        self.register_buffer("ref", (closed[y0:y1, x0:x1].permute(2, 0, 1)[None].float() / 255.0).contiguous())
+
+        # Mouth interior box: around the lips, with room for the jaw's travel and head sway.
+        W = g.mouth_width
+        lips = lm[list(fm.LIPS_UPPER_OUTER + fm.LIPS_LOWER_OUTER)] - origin
+        bx0 = max(int(lips[:, 0].min() - 0.2 * W), 0)
+        bx1 = min(int(lips[:, 0].max() + 0.2 * W) + 1, w)
+        by0 = max(int(lips[:, 1].min() - 0.15 * W), 0)
+        by1 = min(int(lips[:, 1].max() + 0.45 * W) + 1, h)
+        self.mouth_box = (bx0, by0, bx1, by1)
+        lip, teeth = portrait_colours(avatar.image, lm[list(fm.LIPS_UPPER_INNER)], lm[list(fm.LIPS_LOWER_INNER)],
+                                      lm[list(fm.LIPS_UPPER_OUTER)], lm[list(fm.LIPS_LOWER_OUTER)])
+        self.mouth = MouthInterior(self.mouth_box, lip, teeth, W)
+        slot = {int(i): k for k, i in enumerate(self.rig.indices)}
+        self.register_buffer("i_inner_up", torch.tensor([slot[i] for i in fm.LIPS_UPPER_INNER]))
+        self.register_buffer("i_inner_lo", torch.tensor([slot[i] for i in fm.LIPS_LOWER_INNER]))
+        self.register_buffer("smooth", torch.from_numpy(catmull_rom_matrix(len(fm.LIPS_UPPER_INNER), 4)))
+        self.register_buffer("centres_roi", torch.from_numpy(centres.astype(np.float32)))
+
+    @staticmethod
+    def _norm(xy: np.ndarray, w: int, h: int) -> np.ndarray:
+        return xy * np.array([2.0 / (w - 1), 2.0 / (h - 1)]) - 1.0
+
+    def _sample_field(self, field: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+        """Sample a coarse (B, 2, gh, gw) field at ROI pixel positions `at` (B, ..., 2)."""
+        return F.grid_sample(field, at * self.scale - 1.0, mode="bilinear", padding_mode="zeros",
+                             align_corners=True)
+
+    def forward(self, params: torch.Tensor) -> torch.Tensor:
+        """params (B, N_PARAMS) float32 -> frames (B, S, S, 3) uint8."""
+        b = params.shape[0]
+        disp = self.rig(params)  # (B, N, 2) forward, face only
+        fwd = (disp.transpose(1, 2) @ self.tps_t).view(b, 2, self.gh, self.gw)
+        grid = self.coarse.expand(b, -1, -1, -1)
+        back = -fwd
+        for _ in range(INVERSION_STEPS):  # x = y - f(x): the source of target point y
+            back = -self._sample_field(fwd, grid + back.permute(0, 2, 3, 1))
+
+        aff = self.rig.head_affine(params, self.size)  # (B, 2, 3) forward, image coordinates
+        rot, off = aff[:, :, :2], aff[:, :, 2] + (aff[:, :, :2] @ self.origin) - self.origin
+        inv_rot = rot.transpose(1, 2)  # rotation: inverse = transpose
+        pts = grid.reshape(b, -1, 2)
+        src = (pts - off[:, None, :]) @ inv_rot.transpose(1, 2)
+        head_back = (src - pts).view(b, self.gh, self.gw, 2).permute(0, 3, 1, 2) * self.head_w
+        total = head_back + self._sample_field(back, grid + head_back.permute(0, 2, 3, 1))
+
+        # Sampling positions are computed on the coarse grid and upsampled: bilinear
+        # upsampling reproduces the identity part exactly, and it is one pass instead of three.
+        coarse_where = (grid.permute(0, 3, 1, 2) + total) * self.scale.view(1, 2, 1, 1) - 1.0
+        where = F.interpolate(coarse_where, size=(self.h, self.w), mode="bilinear",
+                              align_corners=True).permute(0, 2, 3, 1)
+        roi = F.grid_sample(self.ref.expand(b, -1, -1, -1), where, mode="bilinear",
+                            padding_mode="border", align_corners=True)
+
+        # Mouth interior inside the moved inner-lip contour (head motion applied to it too).
+        moved = self.centres_roi + disp
+        k = self.head_w_mouth
+
+        def to_target(p: torch.Tensor) -> torch.Tensor:
+            return p + k * ((p @ rot.transpose(1, 2)) + off[:, None, :] - p)
+
+        up = self.smooth @ to_target(moved[:, self.i_inner_up])
+        lo = self.smooth @ to_target(moved[:, self.i_inner_lo])
+        bx0, by0, bx1, by1 = self.mouth_box
+        roi = roi.clone()
+        roi[:, :, by0:by1, bx0:bx1] = self.mouth(roi[:, :, by0:by1, bx0:bx1], up, lo)
+
+        out = self.base.expand(b, -1, -1, -1).clone()
+        x0, y0, x1, y1 = self.roi
+        # float -> uint8 through int32: PyTorch's direct float->uint8 cast is slow on CPU
+        pixels = roi.mul_(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.int32).to(torch.uint8)
+        out[:, y0:y1, x0:x1] = pixels.permute(0, 2, 3, 1)
+        return out

@@ -1,0 +1,212 @@
+"""From motion parameters to where the face's control points go.
+
+The rig is built once per avatar from its landmarks (numpy), then evaluated per frame in
+torch on a batch of parameter vectors, on whatever device the renderer lives on.
+Displacements are expressed in the face's own axes (u: towards the subject's left eye,
+v: down the face) and scaled by the avatar's mouth width W and face height H, so the same
+parameters mean the same articulation on any portrait.
+
+Mouth model, per frame (all in pixels of the framed avatar):
+  rest      the reference's parted lips are closed (parameters all zero = closed, relaxed)
+  jaw_open  lower lip, chin and jaw line drop by up to 0.36 W; the upper lip lifts a little
+  spread    lip points move outwards in proportion to their position along the mouth
+  round     lip points move inwards, the opening becomes an "o", the lips get fuller
+  tuck      the lower lip rises to the upper teeth (f, v); the upper lip lifts to show them
+  press     each inner upper/lower pair meets in the middle (p, b, m): gap exactly zero
+and the lips never cross (a negative gap collapses to the midline).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from pipelines.motion.params import IDX
+
+from . import face_mesh as fm
+
+JAW_DROP = 0.36  # inner lower lip travel at jaw_open = 1, in mouth widths
+UPPER_LIFT = 0.07
+SPREAD = 0.10
+ROUND_IN = 0.17
+ROUND_OPEN = 0.05
+BROW_LIFT = 0.045  # in face heights
+HEAD_REACH = 0.42  # translation per radian of yaw/pitch, in face widths/heights
+BREATH_PX = 0.004  # in frame sizes
+
+
+@dataclass(frozen=True)
+class FaceGeometry:
+    u: np.ndarray  # unit vector along the face (image right)
+    v: np.ndarray  # unit vector down the face
+    mouth_width: float
+    face_width: float
+    face_height: float
+    face_centre: np.ndarray
+    neck: np.ndarray  # pivot of head rotation
+
+
+def face_geometry(lm: np.ndarray) -> FaceGeometry:
+    eye_r = lm[list(fm.EYE_R_UPPER + fm.EYE_R_LOWER)].mean(0)
+    eye_l = lm[list(fm.EYE_L_UPPER + fm.EYE_L_LOWER)].mean(0)
+    u = (eye_l - eye_r) / np.linalg.norm(eye_l - eye_r)
+    v = np.array([-u[1], u[0]])
+    oval = lm[list(fm.FACE_OVAL)]
+    ou, ov = oval @ u, oval @ v
+    centre = oval.mean(0)
+    face_h = float(ov.max() - ov.min())
+    chin = lm[152]
+    return FaceGeometry(u=u, v=v, mouth_width=float(np.linalg.norm(lm[291] - lm[61])),
+                        face_width=float(ou.max() - ou.min()), face_height=face_h,
+                        face_centre=centre, neck=chin + 0.15 * face_h * v)
+
+
+def _interp_v(at_u: np.ndarray, pts_u: np.ndarray, pts_v: np.ndarray) -> np.ndarray:
+    order = np.argsort(pts_u)
+    return np.interp(at_u, pts_u[order], pts_v[order])
+
+
+class FaceRig(torch.nn.Module):
+    """Control points of the warp and their displacement for a batch of parameters."""
+
+    def __init__(self, lm: np.ndarray) -> None:
+        super().__init__()
+        g = self.geom = face_geometry(lm)
+        W, H = g.mouth_width, g.face_height
+        groups: dict[str, tuple[int, ...]] = {
+            "up_in": fm.LIPS_UPPER_INNER[1:-1], "lo_in": fm.LIPS_LOWER_INNER[1:-1],
+            "up_out": fm.LIPS_UPPER_OUTER[1:-1], "lo_out": fm.LIPS_LOWER_OUTER[1:-1],
+            "corner_in": (78, 308), "corner_out": (61, 291),
+            "eye_r_up": fm.EYE_R_UPPER[1:-1], "eye_r_lo": fm.EYE_R_LOWER[1:-1],
+            "eye_l_up": fm.EYE_L_UPPER[1:-1], "eye_l_lo": fm.EYE_L_LOWER[1:-1],
+            "brow": fm.BROW_R + fm.BROW_L,
+        }
+        used = {i for idx in groups.values() for i in idx}
+        groups["jaw"] = tuple(i for i in fm.JAW + fm.CHIN if i not in used)
+        used |= set(groups["jaw"])
+        groups["cheek"] = tuple(i for i in fm.CHEEKS_LOW if i not in used)
+        used |= set(groups["cheek"])
+        groups["static"] = tuple(i for i in dict.fromkeys(fm.STATIC + fm.EYE_R_UPPER[::8] + fm.EYE_L_UPPER[::8])
+                                 if i not in used)
+        order = [i for name in groups for i in groups[name]]
+        self.indices = np.array(order)
+        self.centres = lm[self.indices].astype(np.float32)  # (N, 2) source positions
+        n = len(order)
+        pos = {name: np.array([order.index(i) for i in idx], dtype=np.int64) for name, idx in groups.items()}
+        self.slots = pos
+
+        local = (self.centres - lm[[78, 308]].mean(0)) @ np.stack([g.u, g.v], 1)  # (N, 2) u, v
+        ur = np.clip(local[:, 0] / (W / 2), -1.5, 1.5)
+
+        # Rest closure: how far each lip point must travel for the reference's lips to meet.
+        inner_u = lambda name: local[pos[name], 0]  # noqa: E731
+        up_v = lambda at: _interp_v(at, inner_u("up_in"), local[pos["up_in"], 1])  # noqa: E731
+        lo_v = lambda at: _interp_v(at, inner_u("lo_in"), local[pos["lo_in"], 1])  # noqa: E731
+        gap = np.clip(lo_v(local[:, 0]) - up_v(local[:, 0]), 0, None)
+        gap_c = float(np.clip(lo_v(np.array([0.0])) - up_v(np.array([0.0])), 0, None)[0])
+        a_up = 0.45  # share of the closing done by the upper lip
+        rest = np.zeros(n, np.float32)
+        rest[pos["up_in"]] = a_up * gap[pos["up_in"]]
+        rest[pos["lo_in"]] = -(1 - a_up) * gap[pos["lo_in"]]
+        rest[pos["up_out"]] = 0.3 * a_up * gap[pos["up_out"]]
+        rest[pos["lo_out"]] = -0.3 * (1 - a_up) * gap[pos["lo_out"]]
+
+        # How much each point follows the jaw: lower lip fully, chin/jaw line by depth below
+        # the mouth corners (the jaw hinges near the ears), cheeks a little.
+        wj = np.zeros(n, np.float32)
+        # The lower lip drops most in the middle: an open mouth is a lens, not a box.
+        wj[pos["lo_in"]] = 0.55 + 0.45 * (1 - np.clip(ur[pos["lo_in"]], -1, 1) ** 2)
+        wj[pos["lo_out"]] = 0.95 * (0.55 + 0.45 * (1 - np.clip(ur[pos["lo_out"]], -1, 1) ** 2))
+        wj[pos["corner_in"]], wj[pos["corner_out"]] = 0.45, 0.4
+        depth = np.clip(local[:, 1] / max(float(local[pos["jaw"], 1].max()), 1.0), 0, 1)
+        wj[pos["jaw"]] = 0.9 * depth[pos["jaw"]] ** 1.2
+        wj[pos["cheek"]] = 0.35 * depth[pos["cheek"]]
+        # The chin stays: closing the reference's lips is the lips' work, so the rest pose
+        # keeps the portrait's face (identity) everywhere but between the lips.
+
+        wu = np.zeros(n, np.float32)  # upper-lip lift
+        wu[pos["up_in"]] = 0.5 + 0.5 * (1 - np.clip(ur[pos["up_in"]], -1, 1) ** 2)
+        wu[pos["up_out"]] = 0.6 * (0.5 + 0.5 * (1 - np.clip(ur[pos["up_out"]], -1, 1) ** 2))
+        wu[pos["corner_in"]], wu[pos["corner_out"]] = 0.3, 0.3
+        wh = np.zeros(n, np.float32)  # horizontal (spread/round) participation
+        for name in ("up_in", "lo_in", "up_out", "lo_out", "corner_in", "corner_out"):
+            wh[pos[name]] = 1.0
+        wh[pos["cheek"]], wh[pos["jaw"]] = 0.3, 0.05
+        bulge = np.zeros(n, np.float32)  # rounding opens the inner lips, fattens the outer
+        bell = 1 - np.clip(ur, -1, 1) ** 2
+        bulge[pos["up_in"]] = -ROUND_OPEN * W * bell[pos["up_in"]]
+        bulge[pos["lo_in"]] = ROUND_OPEN * W * bell[pos["lo_in"]]
+        bulge[pos["up_out"]] = -0.6 * ROUND_OPEN * W * bell[pos["up_out"]]
+        bulge[pos["lo_out"]] = 0.6 * ROUND_OPEN * W * bell[pos["lo_out"]]
+
+        # Eyelids: each upper lid point closes onto the lower lid below it.
+        lid = np.zeros(n, np.float32)
+        for side in ("r", "l"):
+            upper, lower = pos[f"eye_{side}_up"], pos[f"eye_{side}_lo"]
+            below = _interp_v(local[upper, 0], local[lower, 0], local[lower, 1])
+            lid[upper] = 0.92 * (below - local[upper, 1])
+            lid[lower] = -0.08 * (_interp_v(local[lower, 0], local[upper, 0], local[upper, 1]) - local[lower, 1])
+
+        t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
+        self.register_buffer("u", t(g.u))
+        self.register_buffer("v", t(g.v))
+        for name, arr in dict(rest=rest, wj=wj, wu=wu, wh=wh, bulge=bulge, lid=lid, ur=ur,
+                              ur2=np.clip(ur, -1, 1) ** 2).items():
+            self.register_buffer(name, t(arr))
+        self.register_buffer("neck", t(g.neck))
+        self.register_buffer("centre_v", t(self.centres @ g.v))
+        for name in ("up_in", "lo_in", "up_out", "lo_out", "brow"):
+            self.register_buffer(f"i_{name}", torch.as_tensor(pos[name]))
+        self.register_buffer("i_eye_r", torch.as_tensor(np.concatenate([pos["eye_r_up"], pos["eye_r_lo"]])))
+        self.register_buffer("i_eye_l", torch.as_tensor(np.concatenate([pos["eye_l_up"], pos["eye_l_lo"]])))
+        self.W, self.H = W, H
+        self.n = n
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        """Displacements (B, N, 2) in image pixels for parameters p (B, N_PARAMS)."""
+        W = self.W
+        col = lambda name: p[:, IDX[name], None]  # noqa: E731  (B, 1)
+        jaw, press, rnd = col("jaw_open"), col("lip_press"), col("lip_round")
+        spread, tuck = col("lip_spread"), col("lip_tuck")
+        du = (spread * SPREAD * W - rnd * ROUND_IN * W) * self.ur * self.wh
+        dv = (self.rest + jaw * JAW_DROP * W * self.wj - (jaw + tuck) * UPPER_LIFT * W * self.wu
+              + rnd * self.bulge - spread * 0.02 * W * self.ur2 * self.wh)
+        dv = dv.clone()
+        # Pairwise: inner upper k sits above inner lower k (the mesh pairs them column-wise).
+        iu, il, ou, ol = self.i_up_in, self.i_lo_in, self.i_up_out, self.i_lo_out
+        base_v = self.centre_v
+        up = base_v[iu] + dv[:, iu]
+        lo = base_v[il] + dv[:, il]
+        gap = lo - up
+        new_lo = lo - tuck * 0.85 * gap  # tuck: the lower lip rises to the upper teeth
+        mid = 0.5 * (up + new_lo)
+        new_up = up + press * (mid - up)
+        new_lo = new_lo + press * (mid - new_lo)
+        crossed = new_lo < new_up  # lips never cross
+        mid2 = 0.5 * (new_up + new_lo)
+        new_up = torch.where(crossed, mid2, new_up)
+        new_lo = torch.where(crossed, mid2, new_lo)
+        dv[:, ou] += 0.5 * (new_up - up)
+        dv[:, ol] += 0.7 * (new_lo - lo)
+        dv[:, iu] = new_up - base_v[iu]
+        dv[:, il] = new_lo - base_v[il]
+        # eyes and brows
+        for idx, name in ((self.i_eye_r, "blink_r"), (self.i_eye_l, "blink_l")):
+            dv[:, idx] += col(name) * self.lid[idx]
+        dv[:, self.i_brow] -= col("brow_raise") * BROW_LIFT * self.H
+        return du[..., None] * self.u + dv[..., None] * self.v
+
+    def head_affine(self, p: torch.Tensor, frame_size: int) -> torch.Tensor:
+        """Forward head motion as (B, 2, 3) affine maps of image points (rotation about the neck)."""
+        g = self.geom
+        yaw = torch.deg2rad(p[:, IDX["head_yaw"]])
+        pitch = torch.deg2rad(p[:, IDX["head_pitch"]])
+        roll = torch.deg2rad(p[:, IDX["head_roll"]])
+        t = (torch.sin(yaw)[:, None] * HEAD_REACH * g.face_width * self.u
+             + torch.sin(pitch)[:, None] * HEAD_REACH * g.face_height * self.v
+             - p[:, IDX["breath"], None] * BREATH_PX * frame_size * self.v)
+        c, s = torch.cos(roll), torch.sin(roll)
+        rot = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)  # (B, 2, 2)
+        offset = self.neck - (rot @ self.neck) + t  # x' = R (x - n) + n + t
+        return torch.cat([rot, offset[..., None]], -1)
