@@ -2,5 +2,6 @@
 from .base import Engine, EngineWorker
 from .eager import EagerTorchEngine
 from .threads import configure_torch_threads
+from .worker import ThreadWorker
 
-__all__ = ["EagerTorchEngine", "Engine", "EngineWorker", "configure_torch_threads"]
+__all__ = ["EagerTorchEngine", "Engine", "EngineWorker", "ThreadWorker", "configure_torch_threads"]

@@ -11,11 +11,11 @@ touching the stages.
 """
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Generic, TypeVar
+
+from .worker import ThreadWorker
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -38,31 +38,32 @@ class Engine(ABC, Generic[In, Out]):
 
 
 class EngineWorker(Generic[In, Out]):
-    """Runs an engine on one dedicated thread (torch releases the GIL while computing)."""
+    """Runs an engine on its own thread (torch releases the GIL while computing)."""
 
     def __init__(self, engine: Engine[In, Out]) -> None:
         self.engine = engine
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._thread = ThreadWorker(f"engine-{engine.name}")
+        self.started = False
 
     async def start(self) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"engine-{self.engine.name}")
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._pool, self._load_and_warm)
+        self._thread.start()
+        await self._thread.call(self._load_and_warm)
+        self.started = True
 
     def _load_and_warm(self) -> None:
         self.engine.load()
         self.engine.warmup()
 
     async def run(self, items: Sequence[In]) -> list[Out]:
-        if self._pool is None:
-            raise RuntimeError(f"engine worker {self.engine.name!r} is not started")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self.engine.run_batch, items)
+        if not self.started:
+            raise RuntimeError(f"engine {self.engine.name!r} is not started")
+        return await self._thread.call(self.engine.run_batch, items)
 
     async def close(self) -> None:
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await asyncio.get_running_loop().run_in_executor(pool, self.engine.close)
-            pool.shutdown(wait=True)
+        if self.started:
+            await self._thread.call(self.engine.close)
+            self.started = False
+        await self._thread.close()
 
     async def __aenter__(self) -> EngineWorker[In, Out]:
         await self.start()

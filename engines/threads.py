@@ -5,12 +5,13 @@ A 2-core machine serving several sessions must not let each engine start its own
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 
 def configure_torch_threads(n: int | None = None) -> int:
-    n = n or max(1, min(4, os.cpu_count() or 1))
+    """Default 1: OpenMP workers spin while waiting, so on a small box a second intra-op
+    thread fights the codec and TTS threads and everything gets slower (measured: a 512x512
+    frame took ~10 ms with 1 thread and >60 ms with 2 while the encoder ran)."""
+    n = n or 1
     torch.set_num_threads(n)
     return n

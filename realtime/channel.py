@@ -30,6 +30,7 @@ from .frames import Frame
 from .metrics import RuntimeMetrics
 
 T = TypeVar("T")
+_SKIPPED = object()
 
 
 class LatePolicy(enum.Enum):
@@ -129,28 +130,42 @@ class Channel(Generic[T]):
                     await self._getter
                 finally:
                     self._getter = None
-            item = self._items.popleft()
-            self._set_depth()
-            _wake(self._putter)
-            if not isinstance(item, Frame):
-                self.stats.got += 1
+            item = self._take()
+            if item is not _SKIPPED:
                 return item
-            if item.epoch < self._epoch():
-                self._count_drop("stale_epoch")
-                continue
-            if self._clock.now() > item.deadline:
-                self.stats.late += 1
-                if self._m is not None:
-                    self._m.deadline_misses.labels(self._graph, self.name, self.policy.value).inc()
-                if self.policy is LatePolicy.DROP:
-                    self._count_drop("late")
-                    continue
-                if self.policy is LatePolicy.REPEAT_LAST and self._last is not None:
-                    self.stats.repeated += 1
-                    item = self._last.restamped(item)  # type: ignore[assignment]
-            self._last = item  # type: ignore[assignment]
+
+    def try_get(self) -> T | None:
+        """The next frame if one is ready now (policies applied), else None. For batching."""
+        while self._items:
+            item = self._take()
+            if item is not _SKIPPED:
+                return item
+        return None
+
+    def _take(self) -> T | object:
+        """Pop the head and apply the policies; _SKIPPED if it was dropped."""
+        item = self._items.popleft()
+        self._set_depth()
+        _wake(self._putter)
+        if not isinstance(item, Frame):
             self.stats.got += 1
             return item
+        if item.epoch < self._epoch():
+            self._count_drop("stale_epoch")
+            return _SKIPPED
+        if self._clock.now() > item.deadline:
+            self.stats.late += 1
+            if self._m is not None:
+                self._m.deadline_misses.labels(self._graph, self.name, self.policy.value).inc()
+            if self.policy is LatePolicy.DROP:
+                self._count_drop("late")
+                return _SKIPPED
+            if self.policy is LatePolicy.REPEAT_LAST and self._last is not None:
+                self.stats.repeated += 1
+                item = self._last.restamped(item)  # type: ignore[assignment]
+        self._last = item  # type: ignore[assignment]
+        self.stats.got += 1
+        return item
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self._iterate()

@@ -177,7 +177,8 @@ class Session:
             stage_name, exc = failed
             self.error = SessionFailed(self.id, stage_name, exc)
             m.session_failures.labels(g.name, stage_name).inc()
-            log.warning("%s", self.error, exc_info=exc)
+            log.warning("%s", self.error)
+            log.debug("traceback of the failure", exc_info=exc)
             self._emit(Event("error", self.id, {"stage": stage_name, "message": str(exc),
                                                 "type": type(exc).__name__}))
             raise self.error from exc

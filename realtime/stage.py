@@ -61,6 +61,35 @@ class StageContext:
     def event(self, kind: str, **data: Any) -> None:
         self.emit(Event(kind, self.session_id, data))
 
+    def meter(self, stage: Stage) -> StageMeter:
+        return StageMeter(self, stage)
+
+
+class StageMeter:
+    """Counts a stage's frames and times its work against its budget (Prometheus)."""
+
+    def __init__(self, ctx: StageContext, stage: Stage) -> None:
+        m, g, name = ctx.metrics, ctx.graph, stage.name
+        self.budget_s = stage.budget_s
+        self._latency = m.stage_latency.labels(g, name)
+        self._in = m.frames_in.labels(g, name)
+        self._out = m.frames_out.labels(g, name)
+        self._over = m.budget_exceeded.labels(g, name)
+
+    def frames_in(self, n: int = 1) -> None:
+        self._in.inc(n)
+
+    def frames_out(self, n: int = 1) -> None:
+        self._out.inc(n)
+
+    def work(self, seconds: float, frames: int = 1) -> None:
+        """`seconds` of work produced `frames` frames: observed per frame."""
+        per = seconds / max(frames, 1)
+        for _ in range(max(frames, 1)):
+            self._latency.observe(per)
+        if per > self.budget_s:
+            self._over.inc(max(frames, 1))
+
 
 class Stage(ABC):
     inputs: ClassVar[tuple[str, ...]] = ("in",)
@@ -92,27 +121,20 @@ class MapStage(Stage):
 
     async def run(self, ctx: StageContext) -> None:
         inp, out = ctx.input(), ctx.output()
-        m = ctx.metrics
-        latency = m.stage_latency.labels(ctx.graph, self.name)
-        n_in = m.frames_in.labels(ctx.graph, self.name)
-        n_out = m.frames_out.labels(ctx.graph, self.name)
-        over = m.budget_exceeded.labels(ctx.graph, self.name)
+        meter = ctx.meter(self)
+        now = ctx.clock.now
         async for item in inp:
             if not isinstance(item, Frame):
                 async for marker in self.on_marker(item, ctx):
                     await out.put(marker)
                 continue
-            n_in.inc()
+            meter.frames_in()
             # Stage latency is our own time: from take to last output handed on, excluding
             # time blocked on a full output (that is backpressure, not this stage's cost).
-            now = ctx.clock.now
             t0, blocked = now(), 0.0
             async for produced in self.process(item, ctx):
                 b0 = now()
                 await out.put(produced)
                 blocked += now() - b0
-                n_out.inc()
-            dt = now() - t0 - blocked
-            latency.observe(dt)
-            if dt > self.budget_s:
-                over.inc()
+                meter.frames_out()
+            meter.work(now() - t0 - blocked)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -19,7 +20,10 @@ def load_portrait(path: str | os.PathLike[str], *, max_pixels: int) -> np.ndarra
     if not os.path.isfile(name):
         raise PortraitError(f"portrait {name!r} does not exist or is not a file")
     try:
-        with Image.open(name) as im:
+        with warnings.catch_warnings():  # PIL warns about big images; we decide below, clearly
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(name)
+        with im:
             w, h = im.size  # from the header: checked before any pixel is decoded
             if w * h > max_pixels:
                 raise PortraitError(f"portrait {name!r} is {w}x{h} = {w * h} pixels, over the limit of "

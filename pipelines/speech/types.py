@@ -43,7 +43,8 @@ class Utterance:
     # already in that text's coordinates (0 for a single synthesize() call).
     char_offset: int = 0
     # How the timeline was obtained: "espeak" (exact, from the synthesizer), "pocketsphinx"
-    # (forced alignment), "dtw" or "proportional" (fallbacks, coarser).
+    # (forced alignment), "pocketsphinx-words" (aligned words, phonemes spread inside them),
+    # "dtw" or "proportional" (fallbacks, coarser).
     timing: str = ""
 
     @property

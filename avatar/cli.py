@@ -1,0 +1,133 @@
+"""Command line: `avatar render ...`, `avatar voices`.
+
+Errors a user can cause print one line (`avatar: error: ...`) and exit with status 2;
+nothing is left behind. `--debug` shows tracebacks for everything else.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from pydantic import ValidationError
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avatar", description="Streaming talking-head engine")
+    p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("render", help="render a talking-head MP4 from text")
+    r.add_argument("--text", required=True, help="what the avatar says")
+    r.add_argument("-o", "--output", required=True, help="MP4 file to write")
+    r.add_argument("--image", help="portrait to animate (default: the built-in astronaut)")
+    r.add_argument("--voice", default="joe", help="'joe' (natural, default) or an espeak-ng voice, e.g. en-us, de, en-us+f3")
+    r.add_argument("--rate", type=float, default=1.0, help="speaking rate multiplier, 0.5-2.0")
+    r.add_argument("--pitch", type=float, default=1.0, help="pitch multiplier, 0.5-2.0")
+    r.add_argument("--size", type=int, default=512, help="frame width and height in pixels (even)")
+    r.add_argument("--fps", type=int, default=25)
+    r.add_argument("--seed", type=int, default=0, help="idle motion (blinks, sway) seed")
+    r.add_argument("--realtime", action="store_true", help="pace the graph to the wall clock (live mode)")
+    r.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    r.add_argument("--threads", type=int, help="torch intra-op threads")
+    sub.add_parser("voices", help="list the voices")
+    return p
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            parts.append(f"--{loc.replace('_', '-')}: {err['msg']}")
+        return "; ".join(parts)
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _run_render(args: argparse.Namespace) -> int:
+    from .render import render
+    from .settings import RenderRequest
+
+    req = RenderRequest(text=args.text, output=args.output, image=args.image, voice=args.voice,
+                        rate=args.rate, pitch=args.pitch, size=args.size, fps=args.fps, seed=args.seed,
+                        realtime=args.realtime, device=args.device, threads=args.threads)
+    bar = _progress_bar()
+    try:
+        result = asyncio.run(render(req, on_event=bar.on_event if bar else None))
+    finally:
+        if bar:
+            bar.close()
+    speed = result.media_seconds / max(result.wall_seconds, 1e-9)
+    print(f"wrote {result.path}: {result.media_seconds:.2f} s, {result.video_frames} frames, "
+          f"{req.size}x{req.size} @ {req.fps} fps, in {result.wall_seconds:.2f} s ({speed:.1f}x real time)")
+    return 0
+
+
+class _progress_bar:  # noqa: N801 - used like a function
+    """tqdm over seconds of media written, on a terminal only."""
+
+    def __new__(cls) -> _progress_bar | None:  # type: ignore[misc]
+        if not sys.stderr.isatty():
+            return None
+        return super().__new__(cls)
+
+    def __init__(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=0.0, unit="s", unit_scale=False, desc="render", bar_format=(
+            "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s of media [{elapsed}<{remaining}]"))
+        self.total = 0.0
+        self.done = 0.0
+
+    def on_event(self, event: object) -> None:
+        kind, data = getattr(event, "kind", ""), getattr(event, "data", {})
+        if kind == "utterance_started":
+            self.total = data["media_time"] + data["duration"]
+            self.bar.total = self.total
+            self.bar.refresh()
+        elif kind == "written" and data.get("stream") == "video":
+            t = data["media_time"]
+            if t > self.done:
+                self.bar.update(t - self.done)
+                self.done = t
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _run_voices(_: argparse.Namespace) -> int:
+    from pipelines.speech.tts import available_voices
+
+    for v in available_voices():
+        print(v)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.debug:
+        os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        return {"render": _run_render, "voices": _run_voices}[args.command](args)
+    except (ValueError, OSError) as exc:  # bad input: one line, no traceback
+        if args.debug:
+            raise
+        print(f"avatar: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("avatar: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a bug, still one line unless --debug
+        if args.debug:
+            raise
+        print(f"avatar: error: {type(exc).__name__}: {_one_line(exc)} (run with --debug for details)",
+              file=sys.stderr)
+        return EXIT_FAILURE

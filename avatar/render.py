@@ -1,0 +1,86 @@
+"""`avatar render`: run the text-to-video recipe once, into a file."""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from engines import EagerTorchEngine, EngineWorker, configure_torch_threads
+from pipelines.media.mp4 import Mp4Writer
+from pipelines.motion.params import N_PARAMS
+from pipelines.recipes.text_to_video import text_to_video_graph
+from pipelines.render.avatar import Avatar, avatar_from_file, default_avatar
+from pipelines.render.renderer import WarpRenderer
+from pipelines.speech.stages import SpeechEngine
+from pipelines.speech.tts import SpeechSynthesizer
+from realtime import Event, RuntimeMetrics, Session, SessionFailed
+
+from .settings import RenderRequest
+
+
+class OutputPathError(ValueError):
+    pass
+
+
+@dataclass
+class RenderResult:
+    path: str
+    media_seconds: float
+    video_frames: int
+    wall_seconds: float
+    metrics: RuntimeMetrics
+
+
+def check_output_path(path: str) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise OutputPathError(f"output {path!r} is a directory")
+    if not os.path.isdir(folder):
+        raise OutputPathError(f"cannot write {path!r}: folder {folder!r} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise OutputPathError(f"cannot write {path!r}: folder {folder!r} is not writable")
+
+
+def pick_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but this torch build sees no CUDA device")
+    return name
+
+
+async def load_avatar(req: RenderRequest) -> Avatar:
+    if req.image is None:
+        return await asyncio.to_thread(default_avatar, req.size)
+    return await asyncio.to_thread(avatar_from_file, req.image, req.size, max_pixels=req.max_image_pixels)
+
+
+async def render(req: RenderRequest, *, on_event: Callable[[Event], None] | None = None,
+                 metrics: RuntimeMetrics | None = None) -> RenderResult:
+    """Raises ValueError subclasses for bad requests (nothing written), SessionFailed's cause
+    for failures during the render (the partial file removed)."""
+    text = req.check_text()
+    out = os.fspath(req.output)
+    check_output_path(out)
+    device = pick_device(req.device)
+    configure_torch_threads(req.threads)
+    synth = SpeechSynthesizer(req.voice, rate=req.rate, pitch=req.pitch)  # unknown voice fails here
+    avatar = await load_avatar(req)
+    metrics = metrics or RuntimeMetrics()
+    writer = Mp4Writer(out, width=req.size, height=req.size, fps=req.fps)
+    renderer = EagerTorchEngine("renderer", lambda dev: WarpRenderer(avatar), device=device,
+                                example={"params": torch.zeros(N_PARAMS)})
+    t0 = time.monotonic()
+    async with EngineWorker(SpeechEngine(synth)) as tts, EngineWorker(renderer) as render_worker:
+        graph = text_to_video_graph(text, tts=tts, renderer=render_worker, writer=writer, fps=req.fps,
+                                    seed=req.seed)
+        session = Session(graph, paced=req.realtime, metrics=metrics, on_event=on_event)
+        try:
+            await session.run()
+        except SessionFailed as failed:
+            raise failed.error from None
+    return RenderResult(out, writer.video_frames / req.fps, writer.video_frames, time.monotonic() - t0, metrics)
