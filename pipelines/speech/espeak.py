@@ -202,6 +202,10 @@ def list_voices() -> list[str]:
     return sorted(_engine().voices)
 
 
+def sample_rate() -> int:
+    return _engine().sample_rate
+
+
 def list_variants() -> list[str]:
     """Variants that may follow a voice after "+", e.g. "f3" in "en-us+f3"."""
     return sorted(_engine().variants)

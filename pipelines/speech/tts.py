@@ -77,7 +77,7 @@ class SpeechSynthesizer:
 
     @property
     def sample_rate(self) -> int:
-        return self._piper_backend().sample_rate if self.is_piper else 22050
+        return self._piper_backend().sample_rate if self.is_piper else espeak.sample_rate()
 
     def _piper_backend(self) -> PiperBackend:
         if self._piper is None:
