@@ -75,65 +75,74 @@ def portrait_colours(image: np.ndarray, upper: np.ndarray, lower: np.ndarray,
 
 
 class MouthInterior(torch.nn.Module):
+    """Composites the interior into an image, in place, inside a box that grows with the
+    opening (a closed mouth costs a few rows, not the whole mouth region)."""
+
     def __init__(self, box: tuple[int, int, int, int], lip: np.ndarray, teeth: np.ndarray,
                  mouth_width: float) -> None:
         super().__init__()
-        x0, y0, x1, y1 = box
-        self.box = box
-        ys, xs = torch.meshgrid(torch.arange(y0, y1, dtype=torch.float32),
-                                torch.arange(x0, x1, dtype=torch.float32), indexing="ij")
-        self.register_buffer("pix", torch.stack([xs.reshape(-1), ys.reshape(-1)], -1))  # (M, 2)
-        lip_t = torch.as_tensor(lip).view(1, 3, 1)
-        self.register_buffer("cavity", lip_t * torch.tensor([0.30, 0.12, 0.12]).view(1, 3, 1))
-        self.register_buffer("tongue", lip_t * torch.tensor([0.80, 0.45, 0.45]).view(1, 3, 1))
-        self.register_buffer("teeth", torch.as_tensor(teeth).view(1, 3, 1))
+        self.box = box  # the most the interior can ever cover, in image coordinates
+        lip_t = torch.as_tensor(lip).view(1, 3, 1, 1)
+        self.register_buffer("cavity", lip_t * torch.tensor([0.30, 0.12, 0.12]).view(1, 3, 1, 1))
+        self.register_buffer("tongue", lip_t * torch.tensor([0.80, 0.45, 0.45]).view(1, 3, 1, 1))
+        self.register_buffer("teeth", torch.as_tensor(teeth).view(1, 3, 1, 1))
         self.W = mouth_width
 
-    def forward(self, img: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor) -> torch.Tensor:
-        """img (B, 3, h, w) the box region; upper/lower (B, K, 2) target inner-lip contours
-        (corner to corner, same box-independent coordinates as `pix`)."""
-        b, _, bh, bw = img.shape
+    def forward(self, img: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor) -> None:
+        """img (B, 3, H, W) modified in place; upper/lower (B, K, 2) the target inner-lip
+        contours, corner to corner, in img's pixel coordinates."""
+        b = img.shape[0]
+        pts = torch.cat([upper, lower], 1)
+        lo_xy = (pts.amin((0, 1)) - 2).floor()
+        hi_xy = (pts.amax((0, 1)) + 3).ceil()
+        bx0, by0, bx1, by1 = self.box
+        x0, y0 = max(int(lo_xy[0]), bx0), max(int(lo_xy[1]), by0)
+        x1, y1 = min(int(hi_xy[0]), bx1), min(int(hi_xy[1]), by1)
+        if x1 <= x0 or y1 <= y0:
+            return
         c0, c1 = upper[:, 0], upper[:, -1]
         origin = 0.5 * (c0 + c1)
         axis = c1 - c0
-        half = axis.norm(dim=-1, keepdim=True).clamp_min(1.0) / 2  # (B, 1)
-        a = axis / (2 * half)
+        half = (axis.norm(dim=-1).clamp_min(1.0) / 2).view(b, 1, 1)
+        a = axis / (2 * half.view(b, 1))
         n = torch.stack([-a[:, 1], a[:, 0]], -1)
+        xs = torch.arange(x0, x1, dtype=img.dtype, device=img.device).view(1, 1, -1) - origin[:, 0].view(b, 1, 1)
+        ys = torch.arange(y0, y1, dtype=img.dtype, device=img.device).view(1, -1, 1) - origin[:, 1].view(b, 1, 1)
+        pu = xs * a[:, 0].view(b, 1, 1) + ys * a[:, 1].view(b, 1, 1)  # (B, h, w) along the mouth
+        pv = xs * n[:, 0].view(b, 1, 1) + ys * n[:, 1].view(b, 1, 1)  # across it, + downwards
 
         def local(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             d = p - origin[:, None, :]
             return (d * a[:, None, :]).sum(-1), (d * n[:, None, :]).sum(-1)
 
-        pu, pv = local(self.pix.expand(b, -1, -1))  # (B, M)
         uu, uv = local(upper)
         lu, lv = local(lower)
         uu, lu = torch.cummax(uu, 1).values, torch.cummax(lu, 1).values  # knots must ascend
-        v_up, v_lo = _interp(pu, uu, uv), _interp(pu, lu, lv)
+        flat = pu.reshape(b, -1)
+        v_up = _interp(flat, uu, uv).view_as(pu)
+        v_lo = _interp(flat, lu, lv).view_as(pu)
         gap = (v_lo - v_up).clamp_min(0.0)
         inside = (_sat(pv - v_up + 0.75) * _sat(v_lo - pv + 0.75)
-                  * _sat(pu + half + 0.5) * _sat(half - pu + 0.5))  # (B, M), soft 1-px edges
-        across = (pu / half).clamp(-1, 1)
-        profile = (1 - across**2).clamp_min(0).sqrt()  # teeth recede towards the corners
+                  * _sat(pu + half + 0.5) * _sat(half - pu + 0.5))  # soft 1-px edges
+        profile = (1 - (pu / half).clamp(-1, 1) ** 2).sqrt()  # teeth recede towards the corners
         W = self.W
         # cavity: dark, a little lighter right behind the lips
         edge = torch.exp(-torch.minimum(pv - v_up, v_lo - pv).clamp_min(0) / 3.0)
-        colour = self.cavity * (0.7 + 0.6 * edge[:, None, :])
+        colour = self.cavity * (0.7 + 0.6 * edge[:, None])
         # tongue, low in a wide-open mouth
-        tongue_top = v_lo - 0.35 * gap
-        t_alpha = _sat((pv - tongue_top) / 2.0) * _sat((gap - 0.08 * W) / (0.15 * W))
-        colour = colour + t_alpha[:, None, :] * (self.tongue - colour)
-        # upper teeth just under the upper lip, a hint of lower teeth above the lower lip
-        up_h = torch.minimum(0.55 * gap, torch.full_like(gap, 0.11 * W)) * profile
-        opening = _sat(gap / 3.0)  # no teeth in a closed mouth's lip line
-        ut = _sat(v_up + up_h - pv + 0.5) * _sat(profile * 4) * opening
-        lo_h = torch.minimum(0.2 * gap, torch.full_like(gap, 0.05 * W)) * profile
-        lt = 0.8 * _sat(pv - (v_lo - lo_h) + 0.5) * _sat(profile * 4) * _sat((gap - 0.12 * W) / (0.05 * W))
-        shade = (0.72 + 0.28 * profile)[:, None, :]
-        colour = colour + ut[:, None, :] * (self.teeth * shade - colour)
-        colour = colour + lt[:, None, :] * (self.teeth * shade * 0.85 - colour)
-        flat = img.reshape(b, 3, -1)
-        out = flat + inside[:, None, :] * (colour - flat)
-        return out.reshape(b, 3, bh, bw)
+        t_alpha = _sat((pv - (v_lo - 0.35 * gap)) / 2.0) * _sat((gap - 0.08 * W) / (0.15 * W))
+        colour = colour + t_alpha[:, None] * (self.tongue - colour)
+        # upper teeth under the upper lip, a hint of lower teeth above the lower lip; no teeth
+        # in a closed mouth's lip line
+        teeth_on = _sat(profile * 4) * _sat(gap / 3.0)
+        ut = _sat(v_up + (0.55 * gap).clamp_max(0.11 * W) * profile - pv + 0.5) * teeth_on
+        lt = (0.8 * _sat(pv - (v_lo - (0.2 * gap).clamp_max(0.05 * W) * profile) + 0.5) * teeth_on
+              * _sat((gap - 0.12 * W) / (0.05 * W)))
+        shade = self.teeth * (0.72 + 0.28 * profile)[:, None]
+        colour = colour + ut[:, None] * (shade - colour)
+        colour = colour + lt[:, None] * (shade * 0.85 - colour)
+        region = img[:, :, y0:y1, x0:x1]
+        region += inside[:, None] * (colour - region)
 
 
 def close_reference_mouth(image: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:

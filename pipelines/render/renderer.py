@@ -27,8 +27,8 @@ from .rig import FaceRig
 from .tps import tps_matrix
 
 HEAD_AXES = (0.72, 0.70)  # head ellipse semi-axes, in face widths / heights (hair included)
-HEAD_FADE = (1.0, 1.45)  # head weight falls from 1 to 0 between these ellipse radii
-ROI_RADIUS = 1.5
+HEAD_FADE = (1.0, 1.33)  # head weight falls from 1 to 0 between these ellipse radii
+ROI_RADIUS = 1.38
 INVERSION_STEPS = 3
 
 
@@ -74,9 +74,18 @@ class WarpRenderer(torch.nn.Module):
         border = np.array([(x, y) for x in np.arange(0, w, step) for y in (0, h - 1)]
                           + [(x, y) for y in np.arange(step, h - 1, step) for x in (0, w - 1)], dtype=np.float64)
         m = tps_matrix(np.vstack([centres, border]), grid, scale=g.face_width, smoothing=1e-4)
-        m = m[:, : len(centres)] * window.reshape(-1, 1)
-        # Stored transposed: (2, N) @ (N, G) is a fast GEMM; (G, N) @ (N, 2) is not.
-        self.register_buffer("tps_t", torch.from_numpy(np.ascontiguousarray(m.T, dtype=np.float32)))
+        m = m[:, : len(centres)] * window.reshape(-1, 1)  # (G, N)
+        # The field is linear in the rig's displacements, and those are linear in the
+        # parameters but for the inner-lip pairing: fold the spline into per-parameter fields
+        # and per-lip-point fields, so a frame costs (12 + 36) x G instead of N x G.
+        rig = self.rig
+        v = rig.v.numpy().astype(np.float64)
+        field = lambda d: np.einsum("gn,...nc->...cg", m, d).reshape(*d.shape[:-2], -1)  # noqa: E731
+        self.register_buffer("field_rest", torch.from_numpy(field(rig.rest_xy.numpy()).astype(np.float32)))
+        self.register_buffer("field_params", torch.from_numpy(field(rig.A.numpy()).astype(np.float32)))
+        lip_unit = np.zeros((len(rig.lips), len(centres), 2))
+        lip_unit[np.arange(len(rig.lips)), rig.lips] = v
+        self.register_buffer("field_lips", torch.from_numpy(field(lip_unit).astype(np.float32)))
         self.gh, self.gw, self.h, self.w = gh, gw, h, w
 
         # Head weight: 1 on the head, fading over the neck, 0 well before the ROI border.
@@ -128,8 +137,9 @@ class WarpRenderer(torch.nn.Module):
     def forward(self, params: torch.Tensor) -> torch.Tensor:
         """params (B, N_PARAMS) float32 -> frames (B, S, S, 3) uint8."""
         b = params.shape[0]
-        disp = self.rig(params)  # (B, N, 2) forward, face only
-        fwd = (disp.transpose(1, 2) @ self.tps_t).view(b, 2, self.gh, self.gw)
+        correction = self.rig.lip_correction(params)
+        fwd = (self.field_rest + params @ self.field_params + correction @ self.field_lips)
+        fwd = fwd.view(b, 2, self.gh, self.gw)  # forward field of the face, coarse
         grid = self.coarse.expand(b, -1, -1, -1)
         back = -fwd
         for _ in range(INVERSION_STEPS):  # x = y - f(x): the source of target point y
@@ -145,13 +155,15 @@ class WarpRenderer(torch.nn.Module):
 
         # Sampling positions are computed on the coarse grid and upsampled: bilinear
         # upsampling reproduces the identity part exactly, and it is one pass instead of three.
-        coarse_where = (grid.permute(0, 3, 1, 2) + total) * self.scale.view(1, 2, 1, 1) - 1.0
+        coarse_where = ((grid.permute(0, 3, 1, 2) + total) * self.scale.view(1, 2, 1, 1) - 1.0).contiguous()
         where = F.interpolate(coarse_where, size=(self.h, self.w), mode="bilinear",
                               align_corners=True).permute(0, 2, 3, 1)
         roi = F.grid_sample(self.ref.expand(b, -1, -1, -1), where, mode="bilinear",
                             padding_mode="border", align_corners=True)
 
         # Mouth interior inside the moved inner-lip contour (head motion applied to it too).
+        disp = self.rig.linear(params)
+        disp[:, self.rig.i_lips] += correction[..., None] * self.rig.v
         moved = self.centres_roi + disp
         k = self.head_w_mouth
 
@@ -160,13 +172,10 @@ class WarpRenderer(torch.nn.Module):
 
         up = self.smooth @ to_target(moved[:, self.i_inner_up])
         lo = self.smooth @ to_target(moved[:, self.i_inner_lo])
-        bx0, by0, bx1, by1 = self.mouth_box
-        roi = roi.clone()
-        roi[:, :, by0:by1, bx0:bx1] = self.mouth(roi[:, :, by0:by1, bx0:bx1], up, lo)
+        self.mouth(roi, up, lo)
 
         out = self.base.expand(b, -1, -1, -1).clone()
         x0, y0, x1, y1 = self.roi
-        # float -> uint8 through int32: PyTorch's direct float->uint8 cast is slow on CPU
-        pixels = roi.mul_(255.0).add_(0.5).clamp_(0.0, 255.0).to(torch.int32).to(torch.uint8)
-        out[:, y0:y1, x0:x1] = pixels.permute(0, 2, 3, 1)
+        # round to uint8 and interleave to HWC in one copy (truncation of x + 0.5 = rounding)
+        out[:, y0:y1, x0:x1].copy_(roi.mul_(255.0).add_(0.5).clamp_(0.0, 255.0).permute(0, 2, 3, 1))
         return out

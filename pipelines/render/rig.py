@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipelines.motion.params import IDX
+from pipelines.motion.params import IDX, N_PARAMS
 
 from . import face_mesh as fm
 
@@ -148,54 +148,68 @@ class FaceRig(torch.nn.Module):
             lid[upper] = 0.92 * (below - local[upper, 1])
             lid[lower] = -0.08 * (_interp_v(local[lower, 0], local[upper, 0], local[upper, 1]) - local[lower, 1])
 
-        t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32))  # noqa: E731
+        # Everything but the inner-lip pairing is linear in the parameters: precompute it as
+        # displacement = rest + p @ A, with A (N_PARAMS, N, 2).
+        du = np.zeros((N_PARAMS, n), np.float32)
+        dv = np.zeros((N_PARAMS, n), np.float32)
+        k = IDX
+        dv[k["jaw_open"]] = JAW_DROP * W * wj - UPPER_LIFT * W * wu
+        dv[k["lip_tuck"]] = -UPPER_LIFT * W * wu
+        du[k["lip_round"]] = -ROUND_IN * W * ur * wh
+        dv[k["lip_round"]] = bulge
+        du[k["lip_spread"]] = SPREAD * W * ur * wh
+        dv[k["lip_spread"]] = -0.02 * W * np.clip(ur, -1, 1) ** 2 * wh
+        for side, name in (("r", "blink_r"), ("l", "blink_l")):
+            idx = np.concatenate([pos[f"eye_{side}_up"], pos[f"eye_{side}_lo"]])
+            dv[k[name], idx] = lid[idx]
+        dv[k["brow_raise"], pos["brow"]] = -BROW_LIFT * H
+        a = du[..., None] * g.u + dv[..., None] * g.v  # (P, N, 2)
+        t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
         self.register_buffer("u", t(g.u))
         self.register_buffer("v", t(g.v))
-        for name, arr in dict(rest=rest, wj=wj, wu=wu, wh=wh, bulge=bulge, lid=lid, ur=ur,
-                              ur2=np.clip(ur, -1, 1) ** 2).items():
-            self.register_buffer(name, t(arr))
+        self.register_buffer("rest_xy", t(rest[:, None] * g.v))  # (N, 2)
+        self.register_buffer("A", t(a))
+        # The pairing acts on the v-components of the inner lips; the outer lips follow it.
+        self.lips = np.concatenate([pos["up_in"], pos["lo_in"], pos["up_out"], pos["lo_out"]])
+        self.n_pair = len(pos["up_in"])
+        assert len(pos["lo_in"]) == len(pos["up_out"]) == len(pos["lo_out"]) == self.n_pair
+        pair = np.concatenate([pos["up_in"], pos["lo_in"]])
+        self.register_buffer("pair_base_v", t(self.centres[pair] @ g.v + rest[pair]))  # (2K,)
+        self.register_buffer("pair_av", t(dv[:, pair]))  # (P, 2K): linear v-motion of the pair
+        self.register_buffer("i_lips", torch.as_tensor(self.lips))
         self.register_buffer("neck", t(g.neck))
-        self.register_buffer("centre_v", t(self.centres @ g.v))
-        for name in ("up_in", "lo_in", "up_out", "lo_out", "brow"):
-            self.register_buffer(f"i_{name}", torch.as_tensor(pos[name]))
-        self.register_buffer("i_eye_r", torch.as_tensor(np.concatenate([pos["eye_r_up"], pos["eye_r_lo"]])))
-        self.register_buffer("i_eye_l", torch.as_tensor(np.concatenate([pos["eye_l_up"], pos["eye_l_lo"]])))
         self.W, self.H = W, H
         self.n = n
 
-    def forward(self, p: torch.Tensor) -> torch.Tensor:
-        """Displacements (B, N, 2) in image pixels for parameters p (B, N_PARAMS)."""
-        W = self.W
-        col = lambda name: p[:, IDX[name], None]  # noqa: E731  (B, 1)
-        jaw, press, rnd = col("jaw_open"), col("lip_press"), col("lip_round")
-        spread, tuck = col("lip_spread"), col("lip_tuck")
-        du = (spread * SPREAD * W - rnd * ROUND_IN * W) * self.ur * self.wh
-        dv = (self.rest + jaw * JAW_DROP * W * self.wj - (jaw + tuck) * UPPER_LIFT * W * self.wu
-              + rnd * self.bulge - spread * 0.02 * W * self.ur2 * self.wh)
-        dv = dv.clone()
-        # Pairwise: inner upper k sits above inner lower k (the mesh pairs them column-wise).
-        iu, il, ou, ol = self.i_up_in, self.i_lo_in, self.i_up_out, self.i_lo_out
-        base_v = self.centre_v
-        up = base_v[iu] + dv[:, iu]
-        lo = base_v[il] + dv[:, il]
-        gap = lo - up
-        new_lo = lo - tuck * 0.85 * gap  # tuck: the lower lip rises to the upper teeth
+    def linear(self, p: torch.Tensor) -> torch.Tensor:
+        """(B, N, 2): the displacement before the inner lips are paired."""
+        return self.rest_xy + (p @ self.A.view(p.shape[1], -1)).view(p.shape[0], self.n, 2)
+
+    def lip_correction(self, p: torch.Tensor) -> torch.Tensor:
+        """(B, 4K) v-corrections for the points `self.lips` (inner upper, inner lower, outer
+        upper, outer lower): tuck lifts the lower lip to the teeth, press makes each inner
+        upper/lower pair (the mesh pairs them column-wise) meet, and lips never cross."""
+        k = self.n_pair
+        press = p[:, IDX["lip_press"], None]
+        tuck = p[:, IDX["lip_tuck"], None]
+        v = self.pair_base_v + p @ self.pair_av  # (B, 2K) positions along v
+        up, lo = v[:, :k], v[:, k:]
+        new_lo = lo - tuck * 0.85 * (lo - up)
         mid = 0.5 * (up + new_lo)
         new_up = up + press * (mid - up)
         new_lo = new_lo + press * (mid - new_lo)
-        crossed = new_lo < new_up  # lips never cross
-        mid2 = 0.5 * (new_up + new_lo)
-        new_up = torch.where(crossed, mid2, new_up)
-        new_lo = torch.where(crossed, mid2, new_lo)
-        dv[:, ou] += 0.5 * (new_up - up)
-        dv[:, ol] += 0.7 * (new_lo - lo)
-        dv[:, iu] = new_up - base_v[iu]
-        dv[:, il] = new_lo - base_v[il]
-        # eyes and brows
-        for idx, name in ((self.i_eye_r, "blink_r"), (self.i_eye_l, "blink_l")):
-            dv[:, idx] += col(name) * self.lid[idx]
-        dv[:, self.i_brow] -= col("brow_raise") * BROW_LIFT * self.H
-        return du[..., None] * self.u + dv[..., None] * self.v
+        mid = 0.5 * (new_up + new_lo)
+        crossed = new_lo < new_up
+        new_up = torch.where(crossed, mid, new_up)
+        new_lo = torch.where(crossed, mid, new_lo)
+        c_up, c_lo = new_up - up, new_lo - lo
+        return torch.cat([c_up, c_lo, 0.5 * c_up, 0.7 * c_lo], 1)
+
+    def forward(self, p: torch.Tensor) -> torch.Tensor:
+        """Displacements (B, N, 2) in image pixels for parameters p (B, N_PARAMS)."""
+        disp = self.linear(p).clone()
+        disp[:, self.i_lips] += self.lip_correction(p)[..., None] * self.v
+        return disp
 
     def head_affine(self, p: torch.Tensor, frame_size: int) -> torch.Tensor:
         """Forward head motion as (B, 2, 3) affine maps of image points (rotation about the neck)."""
