@@ -31,7 +31,8 @@ class RenderResult:
     path: str
     media_seconds: float
     video_frames: int
-    wall_seconds: float
+    wall_seconds: float  # everything, from the call to the renamed file
+    startup_seconds: float  # of which: loading the avatar, the voice and the renderer
     metrics: RuntimeMetrics
 
 
@@ -71,11 +72,12 @@ async def render(req: RenderRequest, *, on_event: Callable[[Event], None] | None
     synth = SpeechSynthesizer(req.voice, rate=req.rate, pitch=req.pitch)  # unknown voice fails here
     avatar = await load_avatar(req)
     metrics = metrics or RuntimeMetrics()
-    writer = Mp4Writer(out, width=req.size, height=req.size, fps=req.fps)
-    renderer = EagerTorchEngine("renderer", lambda dev: WarpRenderer(avatar), device=device,
-                                example={"params": torch.zeros(N_PARAMS)})
     t0 = time.monotonic()
+    writer = Mp4Writer(out, width=req.size, height=req.size, fps=req.fps)
+    renderer = EagerTorchEngine("renderer", lambda dev: WarpRenderer(avatar, output="yuv420p"), device=device,
+                                example={"params": torch.zeros(N_PARAMS)})
     async with EngineWorker(SpeechEngine(synth)) as tts, EngineWorker(renderer) as render_worker:
+        t_ready = time.monotonic()
         graph = text_to_video_graph(text, tts=tts, renderer=render_worker, writer=writer, fps=req.fps,
                                     seed=req.seed)
         session = Session(graph, paced=req.realtime, metrics=metrics, on_event=on_event)
@@ -83,4 +85,5 @@ async def render(req: RenderRequest, *, on_event: Callable[[Event], None] | None
             await session.run()
         except SessionFailed as failed:
             raise failed.error from None
-    return RenderResult(out, writer.video_frames / req.fps, writer.video_frames, time.monotonic() - t0, metrics)
+    return RenderResult(out, writer.video_frames / req.fps, writer.video_frames, time.monotonic() - t0,
+                        t_ready - t0, metrics)

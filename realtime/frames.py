@@ -55,9 +55,12 @@ class AudioFrame(Frame):
 
 @dataclass(slots=True, kw_only=True)
 class VideoFrame(Frame):
-    """An RGB image (H, W, 3) uint8, as a numpy array or a torch tensor; pts in 1/fps ticks."""
+    """A picture, pts in 1/fps ticks. `format` names the layout of `image` (uint8, numpy or
+    torch) the way libav does: "rgb24" is (H, W, 3); "yuv420p" is planar I420 packed as
+    (H * 3 // 2, W) — Y, then U and V at half resolution — what video encoders consume."""
 
     image: Any
+    format: str = "rgb24"
 
 
 @dataclass(frozen=True, slots=True)

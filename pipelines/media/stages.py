@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from engines import ThreadWorker
 from realtime import AudioFrame, Channel, ChannelClosed, Frame, Stage, StageContext, VideoFrame
+from realtime.stage import StageMeter
 
 from .mp4 import Mp4Writer
 
@@ -34,24 +35,42 @@ class Mp4Sink(Stage):
         meter = ctx.meter(self)
         a_ch, v_ch = ctx.input("audio"), ctx.input("video")
         a, v = await _next(a_ch), await _next(v_ch)
+        pending: list[Frame] = []
         while a is not _END or v is not _END:
             take_audio = v is _END or (a is not _END and a.time <= v.time)  # type: ignore[union-attr]
-            item = a if take_audio else v
-            if ctx.paced:
-                await ctx.media_clock.wait_until_due(item.time)  # type: ignore[union-attr]
-            meter.frames_in()
-            t0 = ctx.clock.now()
-            if isinstance(item, AudioFrame):
-                await self.thread.call(self.writer.write_audio, item.samples, item.sample_rate, item.pts)
+            item: Frame = a if take_audio else v  # type: ignore[assignment]
+            if take_audio:
                 a = await _next(a_ch)
             else:
-                assert isinstance(item, VideoFrame)
-                await self.thread.call(self.writer.write_video, item.image, item.pts)
                 v = await _next(v_ch)
-            meter.work(ctx.clock.now() - t0)
-            ctx.event("written", stream="audio" if take_audio else "video", media_time=item.time)  # type: ignore[union-attr]
+            if ctx.paced:
+                await ctx.media_clock.wait_until_due(item.time)
+            pending.append(item)
+            # One hop to the codec thread per video frame (with the audio before it), or per
+            # item when paced, instead of one per item.
+            if ctx.paced or isinstance(item, VideoFrame) or len(pending) >= 8:
+                await self._write(ctx, meter, pending)
+                pending = []
+        if pending:
+            await self._write(ctx, meter, pending)
         await self.thread.call(self.writer.close)
         self.completed = True
+
+    async def _write(self, ctx: StageContext, meter: StageMeter, items: list[Frame]) -> None:
+        meter.frames_in(len(items))
+        t0 = ctx.clock.now()
+        await self.thread.call(self._write_blocking, items)
+        meter.work(ctx.clock.now() - t0, len(items))
+        for item in items:
+            ctx.event("written", stream="audio" if isinstance(item, AudioFrame) else "video",
+                      media_time=item.time)
+
+    def _write_blocking(self, items: list[Frame]) -> None:
+        for item in items:
+            if isinstance(item, AudioFrame):
+                self.writer.write_audio(item.samples, item.sample_rate, item.pts)
+            elif isinstance(item, VideoFrame):
+                self.writer.write_video(item.image, item.pts, item.format)
 
     async def teardown(self) -> None:
         if not self.completed:

@@ -63,9 +63,11 @@ class Articulate(Stage):
 
     async def run(self, ctx: StageContext) -> None:
         first = True
+        meter = ctx.meter(self)
         async for utt in ctx.input():
             if not isinstance(utt, Utterance):
                 continue
+            meter.frames_in()
             if self.sample_rate is None:
                 self.sample_rate = utt.sample_rate
             elif utt.sample_rate != self.sample_rate:
@@ -88,7 +90,11 @@ class Articulate(Stage):
             for w in utt.words:
                 ctx.event("word", text=w.text, char_start=w.char_start, char_end=w.char_end,
                           start=t0 + w.start_ms / 1000, end=t0 + w.end_ms / 1000)
-            await self._emit(ctx, audio, mouth_params(utt.phonemes, n_frames, self.fps))
+            t_work = ctx.clock.now()
+            mouth = mouth_params(utt.phonemes, n_frames, self.fps)
+            meter.work(ctx.clock.now() - t_work)  # the viseme function's time per utterance
+            await self._emit(ctx, audio, mouth)
+            meter.frames_out(n_frames)
             ctx.event("utterance_done", text=utt.text, media_time=self.frame / self.fps)
         await self._silence(ctx, self.tail_s)
 

@@ -23,13 +23,14 @@ from realtime import Graph, LatePolicy
 
 def text_to_video_graph(text: str, *, tts: EngineWorker[TextSegment, Utterance],
                         renderer: EngineWorker[Any, Any], writer: Mp4Writer, fps: int, seed: int = 0,
-                        lead_in_s: float = 0.2, tail_s: float = 0.3, max_batch: int = 4) -> Graph:
+                        lead_in_s: float = 0.2, tail_s: float = 0.3, max_batch: int = 4,
+                        image_format: str = "yuv420p") -> Graph:
     g = Graph("text_to_video", latency_budget_s=0.25)
     g.add(TextSource("text", [text]),
           Synthesize("tts", tts),
           Articulate("visemes", fps=fps, lead_in_s=lead_in_s, tail_s=tail_s),
           Animate("idle", seed=seed),
-          Render("render", renderer, max_batch=max_batch),
+          Render("render", renderer, image_format=image_format, max_batch=max_batch),
           Mp4Sink("mp4", writer))
     g.link("text.out", "tts.in", capacity=2, policy=LatePolicy.BLOCK)
     g.link("tts.out", "visemes.in", capacity=2, policy=LatePolicy.BLOCK)

@@ -38,8 +38,11 @@ def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
 
 
 class WarpRenderer(torch.nn.Module):
-    def __init__(self, avatar: Avatar, *, stride: int = 4) -> None:
+    def __init__(self, avatar: Avatar, *, stride: int = 4, output: str = "rgb24") -> None:
         super().__init__()
+        if output not in ("rgb24", "yuv420p"):
+            raise ValueError(f"unknown output format {output!r}")
+        self.output = output
         lm = avatar.landmarks.astype(np.float64)
         size = avatar.size
         self.size = size
@@ -53,8 +56,9 @@ class WarpRenderer(torch.nn.Module):
         pts = centre + corners[:, :1] * g.u + corners[:, 1:] * g.v
         x0, y0 = np.floor(pts.min(0)).astype(int)
         x1, y1 = np.ceil(pts.max(0)).astype(int)
-        x0, y0 = max(int(x0), 0), max(int(y0), 0)
-        x1, y1 = min(int(x1), size), min(int(y1), size)
+        # even bounds, so the region maps onto whole 2x2 chroma blocks in yuv420p
+        x0, y0 = max(int(x0) // 2 * 2, 0), max(int(y0) // 2 * 2, 0)
+        x1, y1 = min((int(x1) + 1) // 2 * 2, size), min((int(y1) + 1) // 2 * 2, size)
         self.roi = (x0, y0, x1, y1)
         h, w = y1 - y0, x1 - x0
         origin = np.array([x0, y0], dtype=np.float64)
@@ -80,12 +84,15 @@ class WarpRenderer(torch.nn.Module):
         # and per-lip-point fields, so a frame costs (12 + 36) x G instead of N x G.
         rig = self.rig
         v = rig.v.numpy().astype(np.float64)
-        field = lambda d: np.einsum("gn,...nc->...cg", m, d).reshape(*d.shape[:-2], -1)  # noqa: E731
-        self.register_buffer("field_rest", torch.from_numpy(field(rig.rest_xy.numpy()).astype(np.float32)))
-        self.register_buffer("field_params", torch.from_numpy(field(rig.A.numpy()).astype(np.float32)))
-        lip_unit = np.zeros((len(rig.lips), len(centres), 2))
-        lip_unit[np.arange(len(rig.lips)), rig.lips] = v
-        self.register_buffer("field_lips", torch.from_numpy(field(lip_unit).astype(np.float32)))
+        def field(d: np.ndarray) -> torch.Tensor:  # (..., N, 2) displacements -> (..., 2 * G) fields
+            lead = d.shape[:-2]
+            f = np.matmul(m, d.reshape(-1, *d.shape[-2:])).transpose(0, 2, 1)  # (K, 2, G)
+            return torch.from_numpy(np.ascontiguousarray(f.reshape(*lead, -1), dtype=np.float32))
+
+        self.register_buffer("field_rest", field(rig.rest_xy.numpy().astype(np.float64)))
+        self.register_buffer("field_params", field(rig.A.numpy().astype(np.float64)))
+        lips = m[:, rig.lips].T[:, None, :] * v[None, :, None]  # a unit v-move of each lip point
+        self.register_buffer("field_lips", torch.from_numpy(lips.reshape(len(rig.lips), -1).astype(np.float32)))
         self.gh, self.gw, self.h, self.w = gh, gw, h, w
 
         # Head weight: 1 on the head, fading over the neck, 0 well before the ROI border.
@@ -103,7 +110,10 @@ class WarpRenderer(torch.nn.Module):
         self.register_buffer("scale", torch.tensor([2.0 / (w - 1), 2.0 / (h - 1)]))
 
         img = torch.from_numpy(avatar.image.copy())
+        if size % 2 and output == "yuv420p":
+            raise ValueError("yuv420p output needs an even frame size")
         self.register_buffer("base", img)  # (S, S, 3) uint8, everything outside the ROI
+        self.register_buffer("base_yuv", self._to_yuv(img.permute(2, 0, 1)[None].float() / 255.0)[0])
         closed = torch.from_numpy(close_reference_mouth(avatar.image, lm[list(fm.LIPS_UPPER_INNER)],
                                                         lm[list(fm.LIPS_LOWER_INNER)]))
         self.register_buffer("ref", (closed[y0:y1, x0:x1].permute(2, 0, 1)[None].float() / 255.0).contiguous())
@@ -174,8 +184,38 @@ class WarpRenderer(torch.nn.Module):
         lo = self.smooth @ to_target(moved[:, self.i_inner_lo])
         self.mouth(roi, up, lo)
 
-        out = self.base.expand(b, -1, -1, -1).clone()
         x0, y0, x1, y1 = self.roi
+        if self.output == "yuv420p":
+            return self._paste_yuv(self._to_yuv(roi))
+        out = self.base.expand(b, -1, -1, -1).clone()
         # round to uint8 and interleave to HWC in one copy (truncation of x + 0.5 = rounding)
         out[:, y0:y1, x0:x1].copy_(roi.mul_(255.0).add_(0.5).clamp_(0.0, 255.0).permute(0, 2, 3, 1))
+        return out
+
+    # BT.601, limited range: what libav assumes for untagged yuv420p, so a decoder's RGB
+    # matches the rgb24 output.
+    _Y = ((0.257, 0.504, 0.098), 16.0)
+    _U = ((-0.148, -0.291, 0.439), 128.0)
+    _V = ((0.439, -0.368, -0.071), 128.0)
+
+    def _to_yuv(self, rgb: torch.Tensor) -> torch.Tensor:
+        """(B, 3, h, w) float RGB in [0, 1] -> (B, h * 3 // 2, w) uint8 I420."""
+        b, _, h, w = rgb.shape
+        k = torch.tensor([self._Y[0], self._U[0], self._V[0]], dtype=rgb.dtype, device=rgb.device) * 255.0
+        y = F.conv2d(rgb, k[:1, :, None, None]).add_(self._Y[1] + 0.5)
+        uv = F.conv2d(F.avg_pool2d(rgb, 2), k[1:, :, None, None]).add_(128.5)
+        out = torch.empty(b, h * 3 // 2, w, dtype=torch.uint8, device=rgb.device)
+        out[:, :h].copy_(y[:, 0].clamp_(0, 255))
+        out[:, h:].copy_(uv.clamp_(0, 255).reshape(b, h // 2, w))  # U then V, each (h/2, w/2)
+        return out
+
+    def _paste_yuv(self, roi_yuv: torch.Tensor) -> torch.Tensor:
+        b = roi_yuv.shape[0]
+        s = self.size
+        x0, y0, x1, y1 = self.roi
+        h, w = y1 - y0, x1 - x0
+        out = self.base_yuv.expand(b, -1, -1).clone()
+        out[:, y0:y1, x0:x1] = roi_yuv[:, :h]
+        planes = out[:, s:].view(b, 2, s // 2, s // 2)
+        planes[:, :, y0 // 2:y1 // 2, x0 // 2:x1 // 2] = roi_yuv[:, h:].view(b, 2, h // 2, w // 2)
         return out

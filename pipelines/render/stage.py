@@ -14,10 +14,11 @@ class Render(Stage):
     """Takes whatever motion frames are ready (up to `max_batch`) and renders them in one
     engine call; offline that batches, live it is usually one frame at a time."""
 
-    def __init__(self, name: str, worker: EngineWorker[Any, torch.Tensor], *, max_batch: int = 4,
-                 budget_s: float = 0.040) -> None:
+    def __init__(self, name: str, worker: EngineWorker[Any, torch.Tensor], *, image_format: str = "rgb24",
+                 max_batch: int = 4, budget_s: float = 0.040) -> None:
         super().__init__(name, budget_s=budget_s)
         self.worker = worker
+        self.image_format = image_format  # what the renderer engine produces
         self.max_batch = max_batch
 
     async def run(self, ctx: StageContext) -> None:
@@ -46,7 +47,7 @@ class Render(Stage):
             images = await self.worker.run([{"params": torch.from_numpy(f.params)} for f in batch])
             meter.work(ctx.clock.now() - t0, len(batch))
             for f, img in zip(batch, images, strict=True):
-                await out.put(VideoFrame(image=img.numpy(), **f.timing()))
+                await out.put(VideoFrame(image=img.numpy(), format=self.image_format, **f.timing()))
                 meter.frames_out()
             if marker is not None:
                 await out.put(marker)
