@@ -77,10 +77,10 @@ def test_failure_during_render_leaves_no_partial_file(tmp_path: Path, monkeypatc
 
     real = mp4.Mp4Writer.write_video
 
-    def failing(self, image, pts):  # type: ignore[no-untyped-def]
+    def failing(self, image, pts, fmt="rgb24"):  # type: ignore[no-untyped-def]
         if pts == 10:
             raise OSError("disk full (simulated)")
-        real(self, image, pts)
+        real(self, image, pts, fmt)
 
     monkeypatch.setattr(mp4.Mp4Writer, "write_video", failing)
     out = tmp_path / "x.mp4"
