@@ -97,3 +97,31 @@ def test_other_size_and_fps(tmp_path: Path) -> None:
     media = decode(str(out))
     assert (media.width, media.height, media.fps) == (256, 256, 30)
     assert abs(media.video_seconds - media.audio_seconds) <= 1 / 30
+
+
+def test_long_text_is_streamed_sentence_by_sentence(tmp_path: Path) -> None:
+    """Video is already being written while later sentences are still to be synthesized."""
+    text = " ".join(f"This is sentence number {n}." for n in range(1, 9))
+    events: list[Event] = []
+    asyncio.run(render(RenderRequest(text=text, output=tmp_path / "long.mp4", voice="en-us", threads=1),
+                       on_event=events.append))
+    kinds = [(e.kind, e.data) for e in events]
+    synthesized = [i for i, (k, _) in enumerate(kinds) if k == "synthesized"]
+    first_video = next(i for i, (k, d) in enumerate(kinds) if k == "written" and d["stream"] == "video")
+    assert len(synthesized) == 8
+    assert first_video < synthesized[-1]
+    offsets = [d["offset"] for k, d in kinds if k == "synthesized"]
+    assert offsets == [text.index(f"number {n}") - len("This is sentence ") for n in range(1, 9)]
+
+
+def test_live_mode_runs_the_same_graph_paced_to_the_clock(tmp_path: Path) -> None:
+    out = tmp_path / "live.mp4"
+    result = asyncio.run(render(RenderRequest(text="Hello there.", output=out, voice="en-us", size=256,
+                                              realtime=True, threads=1)))
+    media = decode(str(out))
+    assert abs(media.video_seconds - media.audio_seconds) <= 1 / 25
+    # paced: it takes as long as the media lasts (plus the playout delay), not a fraction of it
+    assert result.wall_seconds - result.startup_seconds >= 0.9 * result.media_seconds
+    late = result.metrics.value("avatar_deadline_misses_total", graph="text_to_video",
+                                channel="render.out->mp4.video", policy="repeat_last")
+    assert late <= 0.1 * result.video_frames  # a 256x256 render keeps up on this machine

@@ -76,6 +76,8 @@ class Synthesize(Stage):
             t0 = ctx.clock.now()
             [utt] = await self.worker.run([seg])
             meter.work(ctx.clock.now() - t0)
+            ctx.event("synthesized", text=seg.text, offset=seg.offset, timing=utt.timing,
+                      duration=utt.duration_ms / 1000)
             await ctx.output().put(utt)
             meter.frames_out()
 
