@@ -1,0 +1,1 @@
+"""Audio in: resampling, voice activity detection, streaming features."""
