@@ -23,7 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("render", help="render a talking-head MP4 from text")
-    r.add_argument("--text", required=True, help="what the avatar says")
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="what the avatar says (synthesized speech)")
+    src.add_argument("--audio", help="an audio file the avatar speaks (lips from the audio-to-motion model)")
+    r.add_argument("--lookahead", type=int, default=80, help="audio look-ahead of the lip model in ms (0-120, step 20)")
     r.add_argument("-o", "--output", required=True, help="MP4 file to write")
     r.add_argument("--image", help="portrait to animate (default: the built-in astronaut)")
     r.add_argument("--voice", default="joe", help="'joe' (natural, default) or an espeak-ng voice, e.g. en-us, de, en-us+f3")
@@ -36,6 +39,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
     r.add_argument("--threads", type=int, help="torch intra-op threads")
     sub.add_parser("voices", help="list the voices")
+    tr = sub.add_parser("train", help="train a model the project ships")
+    tr.add_argument("what", choices=["motion"], help="motion: the audio-to-motion model")
+    tr.add_argument("-o", "--output", default=None, help="folder for the checkpoint (default: the shipped weights)")
+    tr.add_argument("--steps", type=int, default=None)
+    tr.add_argument("--seed", type=int, default=None)
+    ev = sub.add_parser("eval", help="evaluate a model on held-out data")
+    ev.add_argument("what", choices=["motion"])
+    ev.add_argument("--weights", default=None, help="checkpoint folder (default: the shipped weights)")
+    ev.add_argument("--json", action="store_true", help="print the figures as JSON")
     return p
 
 
@@ -53,7 +65,8 @@ def _run_render(args: argparse.Namespace) -> int:
     from .render import render
     from .settings import RenderRequest
 
-    req = RenderRequest(text=args.text, output=args.output, image=args.image, voice=args.voice,
+    req = RenderRequest(text=args.text, audio=args.audio, lookahead_ms=args.lookahead, output=args.output,
+                        image=args.image, voice=args.voice,
                         rate=args.rate, pitch=args.pitch, size=args.size, fps=args.fps, seed=args.seed,
                         realtime=args.realtime, device=args.device, threads=args.threads)
     bar = _progress_bar()
@@ -86,7 +99,11 @@ class _progress_bar:  # noqa: N801 - used like a function
 
     def on_event(self, event: object) -> None:
         kind, data = getattr(event, "kind", ""), getattr(event, "data", {})
-        if kind == "utterance_started":
+        if kind == "media_duration":
+            self.total = data["seconds"]
+            self.bar.total = self.total
+            self.bar.refresh()
+        elif kind == "utterance_started":
             self.total = data["media_time"] + data["duration"]
             self.bar.total = self.total
             self.bar.refresh()
@@ -108,6 +125,100 @@ def _run_voices(_: argparse.Namespace) -> int:
     return 0
 
 
+class _Progress:
+    """A tqdm bar per stage on a terminal; elsewhere a line every 10 s (logs, CI)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self._tty = sys.stderr.isatty()
+        self._bar = None
+        self._stage = ""
+        self._last = 0.0
+        self._time = time.monotonic
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        base = stage.split(" (")[0]
+        if self._tty:
+            from tqdm import tqdm
+
+            if self._bar is None or base != self._stage:
+                if self._bar is not None:
+                    self._bar.close()
+                self._bar = tqdm(total=total, desc=base)
+                self._stage = base
+            self._bar.set_description(stage)
+            self._bar.update(done - self._bar.n)
+            return
+        now = self._time()
+        if base != self._stage or now - self._last >= 10 or done == total:
+            print(f"{stage}: {done}/{total}", file=sys.stderr, flush=True)
+            self._stage, self._last = base, now
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from engines.weights import WEIGHTS_DIR
+    from pipelines.motion.training.train import TrainConfig, train
+
+    cfg = TrainConfig()
+    if args.steps is not None:
+        cfg.steps = args.steps
+    if args.seed is not None:
+        cfg.seed = cfg.data.seed = args.seed
+    out = args.output or WEIGHTS_DIR
+    progress = _Progress()
+    try:
+        manifest = train(cfg, out, progress)
+    finally:
+        progress.close()
+    print(f"wrote {out}/{manifest['file']} ({manifest['bytes'] / 1e6:.1f} MB, {manifest['parameters']} parameters) "
+          f"in {manifest['timing']['total_s'] / 60:.1f} min")  # type: ignore[index]
+    _print_motion_figures(manifest["evaluation"])  # type: ignore[arg-type]
+    return 0
+
+
+def _print_motion_figures(figures: dict[str, object]) -> None:
+    print(f"held-out voices: {', '.join(figures['voices'])} ({figures['utterances']} utterances, augmented)")  # type: ignore[arg-type]
+    print(f"{'':24} {'jaw r':>7} {'closure recall':>15} {'precision':>10} {'lag ms':>7} {'rest jaw':>9}")
+    for key, row in figures.items():
+        if isinstance(row, dict) and "jaw_r" in row:
+            print(f"{key:24} {row['jaw_r']:7.3f} {row['closure_recall']:15.3f} {row['closure_precision']:10.3f} "
+                  f"{row['lag_ms']:7.0f} {row['rest_jaw']:9.3f}")
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from pipelines.motion.audio_model import load_audio_model
+    from pipelines.motion.training.dataset import DataConfig
+    from pipelines.motion.training.evaluate import evaluate_all
+    from pipelines.motion.training.train import get_data
+
+    model, manifest = load_audio_model(args.weights)
+    cfg = DataConfig(**manifest["data"])  # type: ignore[arg-type]
+    progress = _Progress()
+    try:
+        from pipelines.motion.training import dataset as ds
+
+        path = ds.cache_path(cfg, "eval")
+        eval_set = ds.load(path) if __import__("os").path.exists(path) else ds.build_eval_set(cfg)
+        progress("evaluate", 0, 1)
+        figures = evaluate_all(model, eval_set)
+        progress("evaluate", 1, 1)
+    finally:
+        progress.close()
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        _print_motion_figures(figures)
+    del get_data
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
@@ -116,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        return {"render": _run_render, "voices": _run_voices}[args.command](args)
+        commands = {"render": _run_render, "voices": _run_voices, "train": _run_train, "eval": _run_eval}
+        return commands[args.command](args)
     except (ValueError, OSError) as exc:  # bad input: one line, no traceback
         if args.debug:
             raise

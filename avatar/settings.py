@@ -9,12 +9,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MAX_TEXT_CHARS = int(os.environ.get("AVATAR_MAX_TEXT_CHARS", "5000"))
 MAX_IMAGE_PIXELS = int(os.environ.get("AVATAR_MAX_IMAGE_PIXELS", str(40_000_000)))
+MAX_AUDIO_SECONDS = float(os.environ.get("AVATAR_MAX_AUDIO_SECONDS", "600"))
 
 
 class RenderRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str
+    text: str | None = None
+    audio: Path | None = None
     output: Path
     image: Path | None = None
     voice: str = "joe"
@@ -28,6 +30,8 @@ class RenderRequest(BaseModel):
     threads: int | None = Field(None, ge=1, le=64)
     max_text_chars: int = Field(MAX_TEXT_CHARS, ge=1)
     max_image_pixels: int = Field(MAX_IMAGE_PIXELS, ge=1)
+    max_audio_seconds: float = Field(MAX_AUDIO_SECONDS, gt=0)
+    lookahead_ms: int = Field(80, ge=0, le=120)
 
     @field_validator("size")
     @classmethod
@@ -36,7 +40,13 @@ class RenderRequest(BaseModel):
             raise ValueError("must be even (H.264 in yuv420p needs even dimensions)")
         return v
 
+    def check_source(self) -> None:
+        if (self.text is None) == (self.audio is None):
+            raise ValueError("give exactly one of --text or --audio")
+
     def check_text(self) -> str:
+        if self.text is None:
+            raise ValueError("--text is missing")
         text = self.text.strip()
         if not text:
             raise ValueError("--text is empty: give the avatar something to say")
