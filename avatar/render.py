@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -62,59 +63,41 @@ async def load_avatar(req: RenderRequest) -> Avatar:
 
 async def render(req: RenderRequest, *, on_event: Callable[[Event], None] | None = None,
                  metrics: RuntimeMetrics | None = None) -> RenderResult:
-    """Raises ValueError subclasses for bad requests (nothing written), SessionFailed's cause
-    for failures during the render (the partial file removed)."""
+    """Text (synthesized speech) or an audio file in, an MP4 out.
+
+    Raises ValueError subclasses for bad requests (nothing written), and the cause of a
+    stage's failure during the render (the partial file removed)."""
     req.check_source()
+    out = os.fspath(req.output)
+    check_output_path(out)
+    device = pick_device(req.device)
+    configure_torch_threads(req.threads)
+    # What drives the mouth: checked before anything heavy is loaded.
     if req.audio is not None:
-        return await render_audio(req, on_event=on_event, metrics=metrics)
-    text = req.check_text()
-    out = os.fspath(req.output)
-    check_output_path(out)
-    device = pick_device(req.device)
-    configure_torch_threads(req.threads)
-    synth = SpeechSynthesizer(req.voice, rate=req.rate, pitch=req.pitch)  # unknown voice fails here
+        from pipelines.audio.loading import load_audio
+        from pipelines.motion.audio_stage import AudioMotionEngine
+        from pipelines.recipes.audio_to_video import audio_to_video_graph
+
+        samples, _ = await asyncio.to_thread(load_audio, req.audio, max_seconds=req.max_audio_seconds)
+        driver: EngineWorker[Any, Any] = EngineWorker(AudioMotionEngine())
+    else:
+        text = req.check_text()
+        synth = SpeechSynthesizer(req.voice, rate=req.rate, pitch=req.pitch)  # unknown voice fails here
+        driver = EngineWorker(SpeechEngine(synth))
     avatar = await load_avatar(req)
     metrics = metrics or RuntimeMetrics()
     t0 = time.monotonic()
     writer = Mp4Writer(out, width=req.size, height=req.size, fps=req.fps)
     renderer = EagerTorchEngine("renderer", lambda dev: WarpRenderer(avatar, output="yuv420p"), device=device,
                                 example={"params": torch.zeros(N_PARAMS)})
-    async with EngineWorker(SpeechEngine(synth)) as tts, EngineWorker(renderer) as render_worker:
+    async with driver, EngineWorker(renderer) as render_worker:
         t_ready = time.monotonic()
-        graph = text_to_video_graph(text, tts=tts, renderer=render_worker, writer=writer, fps=req.fps,
-                                    seed=req.seed)
-        session = Session(graph, paced=req.realtime, metrics=metrics, on_event=on_event)
-        try:
-            await session.run()
-        except SessionFailed as failed:
-            raise failed.error from None
-    return RenderResult(out, writer.video_frames / req.fps, writer.video_frames, time.monotonic() - t0,
-                        t_ready - t0, metrics)
-
-
-async def render_audio(req: RenderRequest, *, on_event: Callable[[Event], None] | None = None,
-                       metrics: RuntimeMetrics | None = None) -> RenderResult:
-    """`avatar render --audio`: the avatar speaking an audio file (audio-to-motion model)."""
-    from pipelines.audio.loading import load_audio
-    from pipelines.motion.audio_stage import AudioMotionEngine
-    from pipelines.recipes.audio_to_video import audio_to_video_graph
-
-    assert req.audio is not None
-    out = os.fspath(req.output)
-    check_output_path(out)
-    device = pick_device(req.device)
-    configure_torch_threads(req.threads)
-    samples, _info = await asyncio.to_thread(load_audio, req.audio, max_seconds=req.max_audio_seconds)
-    avatar = await load_avatar(req)
-    metrics = metrics or RuntimeMetrics()
-    t0 = time.monotonic()
-    writer = Mp4Writer(out, width=req.size, height=req.size, fps=req.fps)
-    renderer = EagerTorchEngine("renderer", lambda dev: WarpRenderer(avatar, output="yuv420p"), device=device,
-                                example={"params": torch.zeros(N_PARAMS)})
-    async with EngineWorker(AudioMotionEngine()) as motion, EngineWorker(renderer) as render_worker:
-        t_ready = time.monotonic()
-        graph = audio_to_video_graph(samples, motion=motion, renderer=render_worker, writer=writer, fps=req.fps,
-                                     lookahead_ms=req.lookahead_ms, seed=req.seed)
+        if req.audio is not None:
+            graph = audio_to_video_graph(samples, motion=driver, renderer=render_worker, writer=writer,
+                                         fps=req.fps, lookahead_ms=req.lookahead_ms, seed=req.seed)
+        else:
+            graph = text_to_video_graph(text, tts=driver, renderer=render_worker, writer=writer, fps=req.fps,
+                                        seed=req.seed)
         session = Session(graph, paced=req.realtime, metrics=metrics, on_event=on_event)
         try:
             await session.run()

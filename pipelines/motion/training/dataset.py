@@ -98,12 +98,26 @@ def _espeak_voice(rng: np.random.Generator, variants: list[str], other: float) -
     return f"{lang}+{variants[int(rng.integers(len(variants)))]}"
 
 
-def _synth(voice: str, text: str, rate: float, pitch: float):  # type: ignore[no-untyped-def]
-    from pipelines.speech.tts import SpeechSynthesizer
+class _Voices:
+    """One synthesizer per voice, reused: the piper model and the aligner take ~1 s to load,
+    which would dominate data generation if paid per sentence. Rate and pitch are set per
+    sentence on the reused object (plain attributes, validated by a fresh constructor once)."""
 
-    if voice.startswith("joe@"):
-        return SpeechSynthesizer("joe", rate=rate, pitch=float(voice.split("@")[1])).synthesize(text)
-    return SpeechSynthesizer(voice, rate=rate, pitch=pitch).synthesize(text)
+    def __init__(self) -> None:
+        self._synths: dict[str, object] = {}
+
+    def __call__(self, voice: str, text: str, rate: float, pitch: float):  # type: ignore[no-untyped-def]
+        from pipelines.speech.tts import SpeechSynthesizer
+
+        name, _, piper_pitch = voice.partition("@")
+        if piper_pitch:
+            pitch = float(piper_pitch)
+        SpeechSynthesizer(name, rate=rate, pitch=pitch)  # validates (cheap: loads nothing)
+        synth = self._synths.get(name)
+        if synth is None:
+            synth = self._synths[name] = SpeechSynthesizer(name)
+        synth.rate, synth.pitch = rate, pitch  # type: ignore[attr-defined]
+        return synth.synthesize(text)  # type: ignore[attr-defined]
 
 
 def build_training_set(cfg: DataConfig, progress: Callable[[int, int], None] | None = None) -> list[Example]:
@@ -120,9 +134,10 @@ def build_training_set(cfg: DataConfig, progress: Callable[[int, int], None] | N
         p = PIPER_TRAIN_PITCHES[int(rng.integers(len(PIPER_TRAIN_PITCHES)))]
         jobs.append((f"joe@{p}", texts[cfg.n_espeak + i], float(rng.uniform(0.8, 1.3)), 1.0))
     clean: list[tuple[str, np.ndarray, list[Phoneme]]] = []
+    synth = _Voices()
     for n, (voice, text, rate, pitch) in enumerate(jobs):
         try:
-            utt = _synth(voice, text, rate, pitch)
+            utt = synth(voice, text, rate, pitch)
         except ValueError as exc:  # a voice that cannot say this text: skip it, say so
             log.warning("skipped %s: %s", voice, exc)
             continue
@@ -146,9 +161,10 @@ def build_eval_set(cfg: DataConfig, voices: tuple[str, ...] = HELD_OUT, strength
     texts = sentences(cfg.n_eval_per_voice * len(voices), cfg.seed + 99)
     pool_rng = np.random.default_rng(cfg.seed + 8)
     out, clean = [], []
+    synth = _Voices()
     for i, voice in enumerate(voices):
         for j in range(cfg.n_eval_per_voice):
-            utt = _synth(voice, texts[i * cfg.n_eval_per_voice + j], float(pool_rng.uniform(0.85, 1.2)), 1.0)
+            utt = synth(voice, texts[i * cfg.n_eval_per_voice + j], float(pool_rng.uniform(0.85, 1.2)), 1.0)
             clean.append((voice, _to16k(utt.audio, utt.sample_rate), list(utt.phonemes)))
     pool = [a for _, a, _ in clean[::5]]
     for voice, audio, ph in clean:

@@ -1,0 +1,89 @@
+"""The audio-to-motion model's contract, independent of its trained weights."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engines.weights import WeightsError, verified_weights
+from pipelines.motion.audio_model import (AudioToMotion, ModelConfig, StreamingAudioToMotion, infer,
+                                          load_audio_model, token_centre, token_end)
+from pipelines.motion.training.augment import add_noise, opus_round_trip
+from pipelines.motion.training.train import TrainConfig, write_checkpoint
+
+
+def test_streaming_in_random_chunks_equals_whole_signal() -> None:
+    torch.manual_seed(0)
+    model = AudioToMotion().eval()
+    x = (np.random.default_rng(0).standard_normal(16000 * 5) * 0.1).astype(np.float32)  # 5 s > window
+    times, whole = infer(model, x, 40)
+    stream = StreamingAudioToMotion(model, 40)
+    rng = np.random.default_rng(1)
+    got_t, got_p, i = [], [], 0
+    while i < len(x):
+        n = int(rng.integers(1, 2500))
+        t, p = stream.push(x[i:i + n])
+        got_t.append(t)
+        got_p.append(p)
+        i += n
+    assert np.allclose(np.concatenate(got_t), times)
+    assert np.allclose(np.concatenate(got_p), whole, atol=1e-5)
+
+
+def test_model_is_small_and_causal_with_lookahead_heads() -> None:
+    cfg = ModelConfig()
+    model = AudioToMotion(cfg).eval()
+    assert model.n_parameters() <= 5_000_000
+    assert cfg.lookaheads_ms == [0, 20, 40, 60, 80, 100, 120]
+    # causality: changing the audio after token k's end leaves outputs up to k unchanged
+    x = (np.random.default_rng(2).standard_normal(16000 * 2) * 0.1).astype(np.float32)
+    _, a = infer(model, x, 0)
+    k = 40
+    y = x.copy()
+    y[int(token_end(k) * 16000):] = 0.5
+    _, b = infer(model, y, 0)
+    assert np.allclose(a[: k + 1], b[: k + 1], atol=1e-6) and not np.allclose(a[k + 5:], b[k + 5:])
+    assert np.isclose(token_centre(0) - 0.0, 0.0175)  # 20 ms tokens of 10 ms frames, 25 ms windows
+
+
+def test_checkpoint_round_trip_and_hash_check(tmp_path: Path) -> None:
+    model = AudioToMotion().eval()
+    manifest = write_checkpoint(model, TrainConfig(), {"note": "test"}, str(tmp_path), {"total_s": 0})
+    assert manifest["bytes"] <= 20e6
+    loaded, m2 = load_audio_model(str(tmp_path))
+    x = np.zeros(8000, np.float32)
+    assert np.allclose(infer(loaded, x, 80)[1], infer(model, x, 80)[1])
+    weights = tmp_path / "audio2motion.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="does not match its manifest"):
+        verified_weights("audio2motion", str(tmp_path))
+
+
+def test_opus_round_trip_keeps_the_timeline() -> None:
+    rng = np.random.default_rng(3)
+    t = np.arange(16000) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 220 * t) * (np.sin(2 * np.pi * 3 * t) > 0)).astype(np.float32)
+    y = opus_round_trip(x, 16000)
+    assert len(y) == len(x)
+    lags = range(-40, 41)
+    corr = [np.dot(x[40:-40], np.roll(y, -lag)[40:-40]) for lag in lags]
+    assert abs(list(lags)[int(np.argmax(corr))]) <= 2  # aligned within 2 samples
+    z = add_noise(x, 10.0, rng, None)
+    snr = 10 * np.log10(np.mean(x[np.abs(x) > 0.006] ** 2) / np.mean((z - x) ** 2))
+    assert 9.0 < snr < 11.0
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(os.path.dirname(__file__), "..", "engines", "weights",
+                                                    "audio2motion.json")), reason="no shipped weights yet")
+def test_shipped_manifest_records_config_and_figures() -> None:
+    path, manifest = verified_weights("audio2motion")
+    assert os.path.getsize(path) <= 20e6
+    ev = manifest["evaluation"]
+    assert set(ev["voices"]) == set(manifest["held_out_voices"])
+    assert json.dumps(manifest["training"]) and manifest["data"]["seed"] == manifest["training"]["seed"]
