@@ -58,7 +58,7 @@ class StageContext:
         return {"entered": self.clock.now(), "deadline": self.media_clock.due(media_time_s),
                 "epoch": self.epoch()}
 
-    def event(self, kind: str, **data: Any) -> None:
+    def event(self, kind: str, /, **data: Any) -> None:
         self.emit(Event(kind, self.session_id, data))
 
     def meter(self, stage: Stage) -> StageMeter:
