@@ -42,10 +42,10 @@ def token_centre(k: np.ndarray | int) -> np.ndarray:
 
 @dataclass
 class ModelConfig:
-    d_model: int = 128
+    d_model: int = 160
     n_layers: int = 4
     n_heads: int = 4
-    d_ff: int = 384
+    d_ff: int = 480
     window: int = 64  # tokens of context (1.28 s)
     lookaheads_ms: list[int] = field(default_factory=lambda: [0, 20, 40, 60, 80, 100, 120])
     dropout: float = 0.1
@@ -65,13 +65,25 @@ class _Block(nn.Module):
         self.ff = nn.Sequential(nn.Linear(c.d_model, c.d_ff), nn.GELU(), nn.Linear(c.d_ff, c.d_model))
         self.drop = nn.Dropout(c.dropout)
         self.rel_bias = nn.Parameter(torch.zeros(c.n_heads, c.window))  # by distance 0..window-1
+        self._bias_cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
 
-    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
-        """q (B, H, Tq, dh), k/v (B, H, Tk, dh); dist (Tq, Tk) = query pos - key pos."""
+    def _bias(self, tq: int, tk: int, device: torch.device) -> torch.Tensor:
+        """(1, H, Tq, Tk) additive attention bias: relative position, causal, windowed.
+        Streaming asks for the same few shapes over and over: cached while not training."""
+        key = (tq, tk, device)
+        if not self.training and key in self._bias_cache:
+            return self._bias_cache[key]
+        qpos = torch.arange(tk - tq, tk, device=device)
+        dist = qpos[:, None] - torch.arange(tk, device=device)[None, :]
         allowed = (dist >= 0) & (dist < self.c.window)
-        bias = self.rel_bias[:, dist.clamp(0, self.c.window - 1)]  # (H, Tq, Tk)
-        bias = bias.masked_fill(~allowed, float("-inf"))
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.unsqueeze(0))
+        bias = self.rel_bias[:, dist.clamp(0, self.c.window - 1)].masked_fill(~allowed, float("-inf"))[None]
+        if not self.training:
+            self._bias_cache[key] = bias.detach()
+        return bias
+
+    def train(self, mode: bool = True) -> _Block:
+        self._bias_cache.clear()  # the bias changes while training
+        return super().train(mode)
 
     def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None = None,
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
@@ -81,10 +93,7 @@ class _Block(nn.Module):
         if cache is not None:
             k = torch.cat([cache[0], k], 2)
             v = torch.cat([cache[1], v], 2)
-        tk = k.shape[2]
-        qpos = torch.arange(tk - t, tk, device=x.device)
-        kpos = torch.arange(tk, device=x.device)
-        a = self._attend(q, k, v, qpos[:, None] - kpos[None, :])
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=self._bias(t, k.shape[2], x.device))
         x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, t, d)))
         x = x + self.drop(self.ff(self.n2(x)))
         keep = self.c.window - 1  # a future query needs at most window-1 past keys
