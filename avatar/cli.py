@@ -1,4 +1,4 @@
-"""Command line: `avatar render ...`, `avatar voices`.
+"""Command line: `avatar render ...`, `avatar voices`, `avatar serve`, `avatar client say ...`.
 
 Errors a user can cause print one line (`avatar: error: ...`) and exit with status 2;
 nothing is left behind. `--debug` shows tracebacks for everything else.
@@ -48,6 +48,21 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("what", choices=["motion"])
     ev.add_argument("--weights", default=None, help="checkpoint folder (default: the shipped weights)")
     ev.add_argument("--json", action="store_true", help="print the figures as JSON")
+    s = sub.add_parser("serve", help="run the server: websocket streams (/v1/stream) and the player page")
+    s.add_argument("--host", help="address to listen on (default 127.0.0.1, AVATAR_HOST)")
+    s.add_argument("--port", type=int, help="port (default 8080, AVATAR_PORT; 0 picks a free one)")
+    c = sub.add_parser("client", help="talk to a server's /v1/stream")
+    csub = c.add_subparsers(dest="client_command", required=True)
+    cs = csub.add_parser("say", help="say a text and record the stream into an MP4")
+    cs.add_argument("text", help="what the avatar says")
+    cs.add_argument("--url", default="ws://127.0.0.1:8080/v1/stream")
+    cs.add_argument("-o", "--output", required=True, help="MP4 file to write")
+    cs.add_argument("--voice", help="the server's default if omitted")
+    cs.add_argument("--size", type=int, help="frame side (one the server offers)")
+    cs.add_argument("--fps", type=int)
+    cs.add_argument("--audio", choices=["opus", "pcm"], help="transport codec (the file is AAC either way)")
+    cs.add_argument("--avatar", help="an avatar the server offers")
+    cs.add_argument("--token", default=os.environ.get("AVATAR_TOKEN"), help="bearer token (AVATAR_TOKEN)")
     return p
 
 
@@ -219,6 +234,34 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_serve(args: argparse.Namespace) -> int:
+    from web.app import serve
+    from web.settings import ServerSettings
+
+    settings = ServerSettings.from_env(host=args.host, port=args.port)
+    logging.getLogger().setLevel(logging.DEBUG if args.debug else logging.INFO)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _run_client(args: argparse.Namespace) -> int:
+    from web.stream.client import record_say
+    from web.stream.protocol import Config
+
+    from .render import check_output_path
+
+    check_output_path(args.output)
+    config = Config(size=args.size, fps=args.fps, audio=args.audio, avatar=args.avatar, voice=args.voice)
+    rec = asyncio.run(record_say(args.url, args.text, args.output, token=args.token, config=config))
+    print(f"wrote {rec.path}: {rec.media_seconds:.2f} s, {rec.video_frames} frames; first video "
+          f"{_ms(rec.first_video_s)}, first audio {_ms(rec.first_audio_s)} after say")
+    return 0
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
@@ -227,7 +270,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        commands = {"render": _run_render, "voices": _run_voices, "train": _run_train, "eval": _run_eval}
+        commands = {"render": _run_render, "voices": _run_voices, "train": _run_train, "eval": _run_eval,
+                    "serve": _run_serve, "client": _run_client}
         return commands[args.command](args)
     except (ValueError, OSError) as exc:  # bad input: one line, no traceback
         if args.debug:

@@ -1,0 +1,221 @@
+"""Live text in: utterances that arrive while the session runs, whole (`say`) or in fragments
+(`append`, e.g. an LLM's tokens), spoken sentence by sentence as soon as a sentence is complete.
+
+    LiveText ──LiveSegment──► LiveSynthesize ──SpokenSegment──► (LiveArticulate)
+
+An *utterance* is one `say`, or one run of `append`s closed by `flush`; it is split into
+sentences (`LiveSegment`), each synthesized on its own so the first is heard while the next
+is being written or synthesized. Segments carry their utterance's id, their place in it and
+the session epoch they were queued in: after an interrupt, older ones are dropped wherever
+they are found.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import re
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from engines import EngineWorker
+from realtime import Stage, StageContext
+
+from .sentences import _is_abbreviation, split_sentences
+from .stages import TextSegment
+from .types import Utterance
+
+VoiceResolver = Callable[[str], Awaitable[EngineWorker[TextSegment, Utterance]]]
+
+# A sentence whose text ends like this is complete even when nothing follows it yet (a
+# streaming client sends "world." and the space only with the next word: not waiting for it
+# saves one token's delay).
+_TERMINATED = re.compile(r"[.!?;]+[\"'”’)\]]*$")
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSegment(TextSegment):
+    """One sentence of an utterance; `offset` is where it starts in the utterance's text."""
+
+    utterance_id: str = ""
+    index: int = 0  # sentence number within the utterance
+    last: bool = False  # the utterance ends with this segment (its text may be empty)
+    voice: str = ""
+    epoch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SpokenSegment:
+    """A segment and its speech (None when it had nothing to say or synthesis failed)."""
+
+    segment: LiveSegment
+    utterance: Utterance | None
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class _Open:
+    """The utterance being written by `append`s."""
+
+    utterance_id: str
+    voice: str
+    text: str = ""
+    handed: int = 0  # text[:handed] has been cut into segments
+    index: int = 0
+
+
+def complete_prefix(text: str) -> int:
+    """How much of `text` (from its start) consists of complete sentences: the offset just
+    after the last sentence that is known to be finished."""
+    sentences = split_sentences(text)
+    if not sentences:
+        return 0
+    *done, last = sentences
+    end = done[-1].end if done else 0
+    rest = text[last.end:]
+    if "\n" in rest or _ends_sentence(text, last.end):
+        end = last.end
+    return end
+
+
+def _ends_sentence(text: str, end: int) -> bool:
+    head = text[:end]
+    if not _TERMINATED.search(head):
+        return False
+    stripped = head.rstrip("\"'”’)]")
+    if stripped.endswith(".") and not stripped.endswith(".."):
+        dot = len(stripped) - 1
+        if dot > 0 and stripped[dot - 1].isdigit():
+            return False  # "3." may become "3.5"
+        if _is_abbreviation(text, dot):
+            return False  # "Dr." is followed by a name
+    return True
+
+
+class LiveText(Stage):
+    """The session's text input, fed by its owner (the websocket connection) while it runs.
+
+    `say`, `append` and `flush` queue segments; the stage hands them on one at a time (the
+    channel to synthesis is small, so the queue here is where utterances wait). The owner
+    bounds how much may wait (utterance count, text length); `clear` empties it (interrupt).
+    """
+
+    inputs = ()
+
+    def __init__(self, name: str, *, default_voice: str) -> None:
+        super().__init__(name)
+        self.default_voice = default_voice
+        self._queue: deque[LiveSegment] = deque()
+        self._wake = asyncio.Event()
+        self._open: _Open | None = None
+        self._ended = False
+
+    # -- the owner's side ----------------------------------------------------------------
+    def say(self, utterance_id: str, text: str, voice: str | None = None) -> None:
+        self.flush()
+        self._cut(_Open(utterance_id, voice or self.default_voice, text), len(text), last=True)
+
+    def append(self, utterance_id: str, fragment: str, voice: str | None = None) -> None:
+        """Adds to the open utterance (opening one if needed; a different id closes the open
+        one first) and queues every sentence the text now completes."""
+        if self._open is not None and self._open.utterance_id != utterance_id:
+            self.flush()
+        if self._open is None:
+            self._open = _Open(utterance_id, voice or self.default_voice)
+        u = self._open
+        u.text += fragment
+        cut = u.handed + complete_prefix(u.text[u.handed:])
+        self._cut(u, cut, last=False)
+
+    def flush(self) -> None:
+        """The open utterance is complete: queue what is left of it, marked last."""
+        u, self._open = self._open, None
+        if u is not None:
+            self._cut(u, len(u.text), last=True)
+
+    @property
+    def open_utterance(self) -> str | None:
+        return self._open.utterance_id if self._open else None
+
+    @property
+    def open_chars(self) -> int:
+        return len(self._open.text) if self._open else 0
+
+    def clear(self) -> None:
+        """Forget everything queued and the open utterance (after an interrupt)."""
+        self._queue.clear()
+        self._open = None
+
+    def end(self) -> None:
+        """No more text: the stage returns once the queue is handed on (end of stream)."""
+        self.flush()
+        self._ended = True
+        self._wake.set()
+
+    def _cut(self, u: _Open, upto: int, *, last: bool) -> None:
+        piece = u.text[u.handed:upto]
+        segments = [s for s in split_sentences(piece) if any(ch.isalnum() for ch in s.text)]
+        for i, s in enumerate(segments):
+            self._push(LiveSegment(s.text, u.handed + s.start, utterance_id=u.utterance_id, index=u.index,
+                                   last=last and i == len(segments) - 1, voice=u.voice))
+            u.index += 1
+        if last and not segments:  # nothing (more) to say: still tell downstream it ended
+            self._push(LiveSegment("", len(u.text), utterance_id=u.utterance_id, index=u.index,
+                                   last=True, voice=u.voice))
+        u.handed = upto
+
+    def _push(self, seg: LiveSegment) -> None:
+        self._queue.append(seg)
+        self._wake.set()
+
+    # -- the graph's side ----------------------------------------------------------------
+    async def run(self, ctx: StageContext) -> None:
+        out = ctx.output()
+        while True:
+            while not self._queue:
+                if self._ended:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+            seg = self._queue.popleft()
+            # Stamped when handed on: anything queued before an interrupt was cleared above.
+            await out.put(dataclasses.replace(seg, epoch=ctx.epoch()))
+
+
+class LiveSynthesize(Stage):
+    """LiveSegments in, SpokenSegments out, through the TTS engine of each segment's voice.
+
+    A sentence the voice cannot speak is reported (`segment_failed`) and skipped: the session
+    goes on. Results of an epoch that ended while synthesizing are discarded."""
+
+    def __init__(self, name: str, voices: VoiceResolver, *, budget_s: float = 1.0) -> None:
+        super().__init__(name, budget_s=budget_s)
+        self.voices = voices
+
+    async def run(self, ctx: StageContext) -> None:
+        meter = ctx.meter(self)
+        async for seg in ctx.input():
+            if not isinstance(seg, LiveSegment) or seg.epoch < ctx.epoch():
+                continue
+            meter.frames_in()
+            utt, error = None, None
+            if any(ch.isalnum() for ch in seg.text):
+                t0 = ctx.clock.now()
+                try:
+                    worker = await self.voices(seg.voice)
+                    [utt] = await worker.run([seg])
+                except ValueError as exc:  # SpeechError and friends: this sentence only
+                    error = " ".join(str(exc).split())
+                    ctx.event("segment_failed", utterance_id=seg.utterance_id, index=seg.index,
+                              message=error, epoch=seg.epoch)
+                meter.work(ctx.clock.now() - t0)
+            if seg.epoch < ctx.epoch():
+                continue  # interrupted while we were synthesizing
+            if utt is not None:
+                ctx.event("synthesized", utterance_id=seg.utterance_id, index=seg.index, text=seg.text,
+                          timing=utt.timing, duration=utt.duration_ms / 1000)
+            await ctx.output().put(SpokenSegment(seg, utt, error))
+            meter.frames_out()
+
+
+__all__ = ["LiveSegment", "LiveSynthesize", "LiveText", "SpokenSegment", "VoiceResolver", "complete_prefix"]

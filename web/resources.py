@@ -1,0 +1,137 @@
+"""Engines shared by every session of the server: one TTS engine per voice, one renderer per
+(avatar, size), each on its own worker thread, loaded on first use (or at start) and kept
+warm until the server stops. Sessions come and go; they only borrow these."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from engines import EagerTorchEngine, EngineWorker
+from engines.batcher import BatchingWorker
+from pipelines.media.live import CodecInfo, probe_codecs
+from pipelines.motion.params import N_PARAMS
+from pipelines.render.avatar import DEFAULT_AVATAR, Avatar, avatar_from_file, default_avatar
+from pipelines.render.renderer import WarpRenderer
+from pipelines.speech.stages import SpeechEngine, TextSegment
+from pipelines.speech.tts import SpeechSynthesizer
+from pipelines.speech.types import Utterance
+
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+TTS_NICE = 5  # see _BackgroundSpeech
+
+
+class _BackgroundSpeech(SpeechEngine):
+    """The TTS engine on a lower-priority thread. Frames are due every 40 ms and speech only
+    when its sentence is ready: when the CPU is short (many streams talking at once), video keeps
+    its frame rate and speech starts later, instead of every stream stuttering. `load` runs on
+    the worker thread before the voice is loaded, so the inference library's own threads,
+    created from it, inherit the priority."""
+
+    def load(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TTS_NICE)
+        except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
+            log.debug("could not lower the TTS thread's priority")
+        super().load()
+
+
+class Unavailable(ValueError):
+    """A voice, avatar or size this server cannot offer (one line, for the client)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    worker: EngineWorker[TextSegment, Utterance]
+    sample_rate: int
+
+
+class SharedEngines:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.device = "cuda" if settings.device == "auto" and torch.cuda.is_available() else (
+            "cpu" if settings.device == "auto" else settings.device)
+        self._voices: dict[str, asyncio.Task[Voice]] = {}
+        self._renderers: dict[tuple[str, int], asyncio.Task[BatchingWorker[Any, Any]]] = {}
+        self._codecs: CodecInfo | None = None
+
+    async def codecs(self) -> CodecInfo:
+        if self._codecs is None:
+            self._codecs = await asyncio.to_thread(probe_codecs)
+        return self._codecs
+
+    async def voice(self, name: str) -> Voice:
+        """The started TTS engine of `name` (raises Unavailable for an unknown voice)."""
+        key = name.strip().lower()
+        task = self._voices.get(key)
+        if task is None or (task.done() and task.exception() is not None):
+            task = self._voices[key] = asyncio.ensure_future(self._load_voice(key))
+        return await asyncio.shield(task)
+
+    async def tts(self, name: str) -> EngineWorker[TextSegment, Utterance]:
+        return (await self.voice(name)).worker
+
+    async def _load_voice(self, name: str) -> Voice:
+        try:
+            synth = await asyncio.to_thread(SpeechSynthesizer, name)
+        except ValueError as exc:
+            raise Unavailable(str(exc)) from None
+        worker: EngineWorker[TextSegment, Utterance] = EngineWorker(_BackgroundSpeech(synth))
+        await worker.start()
+        rate = await asyncio.to_thread(lambda: synth.sample_rate)
+        log.info("voice %s loaded (%d Hz)", name, rate)
+        return Voice(worker, rate)
+
+    async def renderer(self, avatar: str, size: int) -> BatchingWorker[Any, Any]:
+        """The renderer of (avatar, size), shared by every session: frames that queue up from
+        several sessions while it is busy are rendered in one batch."""
+        if size not in self.settings.sizes:
+            raise Unavailable(f"size {size} is not offered; choose one of {self.settings.sizes}")
+        if avatar != DEFAULT_AVATAR and avatar not in self.settings.avatars:
+            names = [DEFAULT_AVATAR, *self.settings.avatars]
+            raise Unavailable(f"unknown avatar {avatar!r}; choose one of {names}")
+        key = (avatar, size)
+        task = self._renderers.get(key)
+        if task is None or (task.done() and task.exception() is not None):
+            task = self._renderers[key] = asyncio.ensure_future(self._load_renderer(avatar, size))
+        return await asyncio.shield(task)
+
+    async def _load_renderer(self, name: str, size: int) -> BatchingWorker[Any, Any]:
+        if name == DEFAULT_AVATAR:
+            avatar: Avatar = await asyncio.to_thread(default_avatar, size)
+        else:
+            avatar = await asyncio.to_thread(avatar_from_file, self.settings.avatars[name], size,
+                                             max_pixels=40_000_000)
+        engine = EagerTorchEngine(f"renderer-{name}-{size}", lambda dev: WarpRenderer(avatar, output="yuv420p"),
+                                  device=self.device, example={"params": torch.zeros(N_PARAMS)})
+        worker: EngineWorker[Any, Any] = EngineWorker(engine)
+        await worker.start()
+        log.info("renderer %s at %d loaded", name, size)
+        return BatchingWorker(worker, max_batch=8)
+
+    async def preload(self) -> None:
+        s = self.settings
+        await asyncio.gather(self.codecs(), self.voice(s.voice), self.renderer(s.avatar, s.size))
+
+    async def close(self) -> None:
+        tasks = [*self._voices.values(), *self._renderers.values()]
+        self._voices.clear()
+        self._renderers.clear()
+        for t in tasks:
+            if not t.done():
+                t.cancel()
+        for t in tasks:
+            try:
+                engine = await t
+            except BaseException:  # noqa: BLE001 - never loaded: nothing to close
+                continue
+            await (engine.worker if isinstance(engine, Voice) else engine).close()
