@@ -48,8 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("what", choices=["motion"])
     ev.add_argument("--weights", default=None, help="checkpoint folder (default: the shipped weights)")
     ev.add_argument("--json", action="store_true", help="print the figures as JSON")
-    s = sub.add_parser("serve", help="run the server: websocket streams (/v1/stream) and the player page")
+    s = sub.add_parser("serve", help="run the server: WebRTC calls (/), websocket streams (/v1/stream), /metrics")
     s.add_argument("--host", help="address to listen on (default 127.0.0.1, AVATAR_HOST)")
+    s.add_argument("--config", help="JSON settings file (AVATAR_CONFIG); AVATAR_* variables and flags override it")
     s.add_argument("--port", type=int, help="port (default 8080, AVATAR_PORT; 0 picks a free one)")
     c = sub.add_parser("client", help="talk to a server's /v1/stream")
     csub = c.add_subparsers(dest="client_command", required=True)
@@ -197,32 +198,31 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _print_motion_figures(figures: dict[str, object]) -> None:
-    print(f"held-out voices: {', '.join(figures['voices'])} ({figures['utterances']} utterances, augmented)")  # type: ignore[arg-type]
-    print(f"{'':24} {'jaw r':>7} {'closure recall':>15} {'precision':>10} {'lag ms':>7} {'rest jaw':>9}")
-    for key, row in figures.items():
-        if isinstance(row, dict) and "jaw_r" in row:
-            print(f"{key:24} {row['jaw_r']:7.3f} {row['closure_recall']:15.3f} {row['closure_precision']:10.3f} "
-                  f"{row['lag_ms']:7.0f} {row['rest_jaw']:9.3f}")
+    for severity, fig in figures.items():
+        if not isinstance(fig, dict) or "voices" not in fig:
+            continue
+        print(f"[{severity}] held-out voices: {', '.join(fig['voices'])} ({fig['utterances']} utterances)")
+        print(f"{'':24} {'jaw r':>7} {'closure recall':>15} {'precision':>10} {'lag ms':>7} {'rest jaw':>9}")
+        for key, row in fig.items():
+            if isinstance(row, dict) and "jaw_r" in row:
+                print(f"{key:24} {row['jaw_r']:7.3f} {row['closure_recall']:15.3f} {row['closure_precision']:10.3f} "
+                      f"{row['lag_ms']:7.0f} {row['rest_jaw']:9.3f}")
 
 
 def _run_eval(args: argparse.Namespace) -> int:
     import json
 
     from pipelines.motion.audio_model import load_audio_model
-    from pipelines.motion.training.dataset import DataConfig
-    from pipelines.motion.training.evaluate import evaluate_all
-    from pipelines.motion.training.train import get_data
+    from pipelines.motion.training import dataset as ds
+    from pipelines.motion.training.train import eval_set, evaluate_severities
 
     model, manifest = load_audio_model(args.weights)
-    cfg = DataConfig(**manifest["data"])  # type: ignore[arg-type]
+    cfg = ds.DataConfig(**manifest["data"])  # type: ignore[arg-type]
     progress = _Progress()
     try:
-        from pipelines.motion.training import dataset as ds
-
-        path = ds.cache_path(cfg, "eval")
-        eval_set = ds.load(path) if __import__("os").path.exists(path) else ds.build_eval_set(cfg)
+        sets = {sev.name: eval_set(cfg, sev, progress) for sev in ds.EVAL_SEVERITIES}
         progress("evaluate", 0, 1)
-        figures = evaluate_all(model, eval_set)
+        figures = evaluate_severities(model, sets)
         progress("evaluate", 1, 1)
     finally:
         progress.close()
@@ -230,7 +230,6 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(json.dumps(figures, indent=2))
     else:
         _print_motion_figures(figures)
-    del get_data
     return 0
 
 
@@ -238,7 +237,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     from web.app import serve
     from web.settings import ServerSettings
 
-    settings = ServerSettings.from_env(host=args.host, port=args.port)
+    settings = ServerSettings.from_env(config_file=args.config, host=args.host, port=args.port)
     logging.getLogger().setLevel(logging.DEBUG if args.debug else logging.INFO)
     asyncio.run(serve(settings))
     return 0

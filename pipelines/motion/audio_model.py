@@ -133,6 +133,11 @@ class AudioToMotion(nn.Module):
         y = torch.sigmoid(self.head(self.norm(x)))
         return y.view(*y.shape[:2], len(self.config.lookaheads_ms), N_MOUTH), new
 
+    @torch.inference_mode()
+    def predict(self, feats: torch.Tensor) -> torch.Tensor:
+        """forward() plus the rest calibration used at inference (see `at_rest`)."""
+        return at_rest(self(feats), feats)
+
     def head_index(self, lookahead_ms: int) -> int:
         try:
             return self.config.lookaheads_ms.index(lookahead_ms)
@@ -142,6 +147,22 @@ class AudioToMotion(nn.Module):
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+JAW_DEADBAND = 0.04  # the model's jaw at rest sits a little above 0 (a squared-error bias)
+SILENCE_LOGMEL = -13.5  # mean log-mel of a token this low is digital silence (floor: -13.8)
+
+
+def at_rest(y: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+    """A still, closed mouth where there is nothing to hear: subtract the jaw's small resting
+    bias, and gate everything to rest on digital silence (muted microphones, padding).
+    Per token, from that token's own features: streaming and whole-signal agree."""
+    b, t = y.shape[:2]
+    f = feats[:, : 2 * t].reshape(b, t, -1).mean(-1)  # (B, T) mean log-mel of each token
+    gate = ((f - SILENCE_LOGMEL) / 0.3).clamp(0.0, 1.0)[..., None, None]
+    y = y.clone()
+    y[..., 0] = ((y[..., 0] - JAW_DEADBAND) / (1 - JAW_DEADBAND)).clamp_min(0.0)
+    return y * gate
 
 
 class StreamingAudioToMotion:
@@ -167,8 +188,9 @@ class StreamingAudioToMotion:
         self._pending = feats[n:]
         if n == 0:
             return np.zeros(0), np.zeros((0, N_MOUTH), np.float32)
-        x = self.model.tokens(torch.from_numpy(feats[:n])[None])
-        y, self._caches = self.model.step(x, self._caches)
+        f = torch.from_numpy(feats[:n])[None]
+        y, self._caches = self.model.step(self.model.tokens(f), self._caches)
+        y = at_rest(y, f)
         k = np.arange(self.tokens_out, self.tokens_out + y.shape[1])
         self.tokens_out += y.shape[1]
         return token_centre(k) - self.lookahead_s, y[0, :, self.head].numpy()
@@ -179,8 +201,7 @@ def infer(model: AudioToMotion, samples_16k: np.ndarray, lookahead_ms: int) -> t
     from pipelines.audio.features import log_mel
 
     feats = torch.from_numpy(log_mel(samples_16k))[None]
-    with torch.inference_mode():
-        y = model(feats)[0, :, model.head_index(lookahead_ms)].numpy()
+    y = model.predict(feats)[0, :, model.head_index(lookahead_ms)].numpy()
     return token_centre(np.arange(len(y))) - lookahead_ms / 1000, y
 
 

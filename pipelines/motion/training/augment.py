@@ -4,6 +4,7 @@ limits and EQ, room reverberation, and an Opus encode/decode round trip through 
 All functions take and return 16 kHz mono float32 and a numpy Generator (seeded)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from fractions import Fraction
 
 import av
@@ -68,9 +69,9 @@ def random_eq(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def reverb(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Exponentially decaying noise as a room impulse response (RT60 0.15-0.8 s)."""
-    rt60 = float(rng.uniform(0.15, 0.8))
+def reverb(x: np.ndarray, rng: np.random.Generator, rt60_max_s: float = 0.8) -> np.ndarray:
+    """Exponentially decaying noise as a room impulse response (RT60 0.15 s to rt60_max_s)."""
+    rt60 = float(rng.uniform(0.15, max(rt60_max_s, 0.15)))
     n = int(rt60 * SR)
     t = np.arange(n) / SR
     rir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)
@@ -110,22 +111,42 @@ def opus_round_trip(x: np.ndarray, bitrate: int) -> np.ndarray:
     return signal.resample_poly(y, 1, 3)[: len(x)].astype(np.float32)
 
 
+@dataclass(frozen=True)
+class Severity:
+    """How hard the degradation chain is. Training uses HARSH (robustness); the figures are
+    reported for CLEAN, CALL (what a phone or video call delivers: speech well above the
+    noise, a room, a voice codec at a normal bitrate) and HARSH."""
+
+    name: str
+    strength: float  # scales the probability of each step (0 = clean)
+    snr_db: tuple[float, float]
+    rt60_max_s: float
+    opus_kbps: tuple[int, ...]
+
+
+CLEAN = Severity("clean", 0.0, (30, 30), 0.0, ())
+CALL = Severity("call", 1.0, (10, 30), 0.5, (16000, 24000, 32000))
+HARSH = Severity("harsh", 1.0, (0, 30), 0.8, (12000, 16000, 24000, 32000))
+LIGHT = Severity("light", 0.4, (0, 30), 0.8, (12000, 16000, 24000, 32000))  # training's gentler rendition
+
+
 def augment(x: np.ndarray, rng: np.random.Generator, pool: list[np.ndarray] | None = None,
-            strength: float = 1.0) -> np.ndarray:
-    """A random chain of call-like degradations. `strength` 0 returns x unchanged."""
+            severity: Severity = HARSH) -> np.ndarray:
+    """A random chain of call-like degradations."""
     y = x.astype(np.float32)
-    if strength <= 0:
+    p = severity.strength
+    if p <= 0:
         return y
-    if rng.random() < 0.35 * strength:
-        y = reverb(y, rng)
-    if rng.random() < 0.5 * strength:
+    if rng.random() < 0.35 * p:
+        y = reverb(y, rng, severity.rt60_max_s)
+    if rng.random() < 0.5 * p:
         y = random_eq(y, rng)
-    if rng.random() < 0.5 * strength:
+    if rng.random() < 0.5 * p:
         y = band_limit(y, rng)
-    if rng.random() < 0.8 * strength:
-        y = add_noise(y, float(rng.uniform(0, 30)), rng, pool)
+    if rng.random() < 0.8 * p:
+        y = add_noise(y, float(rng.uniform(*severity.snr_db)), rng, pool)
     y *= float(10 ** (rng.uniform(-20, 6) / 20))  # gain, sometimes clipping
     y = np.clip(y, -1.0, 1.0)
-    if rng.random() < 0.3 * strength:
-        y = opus_round_trip(y, int(rng.choice([12000, 16000, 24000, 32000])))
+    if severity.opus_kbps and rng.random() < 0.3 * p:
+        y = opus_round_trip(y, int(rng.choice(severity.opus_kbps)))
     return y.astype(np.float32)

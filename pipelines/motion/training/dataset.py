@@ -23,7 +23,7 @@ from pipelines.motion.audio_model import token_centre
 from pipelines.motion.visemes import mouth_params
 from pipelines.speech.types import Phoneme
 
-from .augment import augment
+from .augment import CALL, CLEAN, HARSH, LIGHT, Severity, augment
 from .corpus import sentences
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ PIPER_TRAIN_PITCHES = (0.85, 0.92, 1.0, 1.07, 1.12)
 @dataclass
 class DataConfig:
     n_espeak: int = 2400
-    n_piper: int = 360
+    n_piper: int = 600
     share_other_languages: float = 0.12
     copies: int = 2  # augmented renditions per utterance (the first is lightly degraded)
     n_eval_per_voice: int = 16
@@ -76,14 +76,14 @@ def targets_for(phonemes: list[Phoneme], n_tokens: int, lookaheads_ms: list[int]
 
 
 def make_example(voice: str, audio16: np.ndarray, phonemes: list[Phoneme], rng: np.random.Generator,
-                 lookaheads_ms: list[int], pool: list[np.ndarray] | None, strength: float,
+                 lookaheads_ms: list[int], pool: list[np.ndarray] | None, severity: Severity,
                  keep_audio: bool = False) -> Example:
     # random silence around the speech, so onsets and rest are learned too
     lead, tail = int(rng.uniform(0.05, 0.6) * SAMPLE_RATE), int(rng.uniform(0.2, 0.7) * SAMPLE_RATE)
     x = np.concatenate([np.zeros(lead, np.float32), audio16, np.zeros(tail, np.float32)])
     shift = 1000 * lead / SAMPLE_RATE
     ph = [Phoneme("SIL", 0.0, shift)] + [Phoneme(p.symbol, p.start_ms + shift, p.end_ms + shift) for p in phonemes]
-    y = augment(x, rng, pool, strength)
+    y = augment(x, rng, pool, severity)
     feats = log_mel(y)
     n_tok = len(feats) // 2
     return Example(voice, feats.astype(np.float16), targets_for(ph, n_tok, lookaheads_ms).astype(np.float16),
@@ -148,14 +148,17 @@ def build_training_set(cfg: DataConfig, progress: Callable[[int, int], None] | N
     out = []
     for c in range(cfg.copies):
         for n, (voice, audio, ph) in enumerate(clean):
-            strength = 0.4 if c == 0 else 1.0
-            out.append(make_example(voice, audio, ph, rng, cfg.lookaheads_ms, pool, strength))
+            severity = LIGHT if c == 0 else HARSH
+            out.append(make_example(voice, audio, ph, rng, cfg.lookaheads_ms, pool, severity))
             if progress:
                 progress(len(jobs) * (1 + c) + n + 1, len(jobs) * (1 + cfg.copies))
     return out
 
 
-def build_eval_set(cfg: DataConfig, voices: tuple[str, ...] = HELD_OUT, strength: float = 1.0) -> list[Example]:
+EVAL_SEVERITIES = (CALL, CLEAN, HARSH)
+
+
+def build_eval_set(cfg: DataConfig, voices: tuple[str, ...] = HELD_OUT, severity: Severity = CALL) -> list[Example]:
     """Held-out voices, sentences never used in training, augmented with a fixed seed."""
     rng = np.random.default_rng(cfg.seed + 7)
     texts = sentences(cfg.n_eval_per_voice * len(voices), cfg.seed + 99)
@@ -168,7 +171,7 @@ def build_eval_set(cfg: DataConfig, voices: tuple[str, ...] = HELD_OUT, strength
             clean.append((voice, _to16k(utt.audio, utt.sample_rate), list(utt.phonemes)))
     pool = [a for _, a, _ in clean[::5]]
     for voice, audio, ph in clean:
-        out.append(make_example(voice, audio, ph, rng, cfg.lookaheads_ms, pool, strength, keep_audio=True))
+        out.append(make_example(voice, audio, ph, rng, cfg.lookaheads_ms, pool, severity, keep_audio=True))
     return out
 
 

@@ -129,7 +129,7 @@ def evaluate_all(model: AudioToMotion, eval_set: list[Example], train_set: list[
     heads = model.config.lookaheads_ms
     out: dict[str, object] = {"voices": sorted({e.voice for e in eval_set}), "utterances": len(eval_set)}
     with torch.inference_mode():
-        raw = [model(torch.from_numpy(e.feats.astype(np.float32))[None])[0].numpy() for e in eval_set]
+        raw = [model.predict(torch.from_numpy(e.feats.astype(np.float32))[None])[0].numpy() for e in eval_set]
     for h, la in enumerate(heads):
         preds = [r[:, h] for r in raw]
         targs = [e.targets.astype(np.float32)[: len(r), h] for e, r in zip(eval_set, raw, strict=True)]

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    steps: int = 4000
+    steps: int = 5000
     batch: int = 24
     seq_tokens: int = 150  # 3 s crops
     lr: float = 1.5e-3
@@ -70,27 +70,41 @@ def loss_fn(pred: torch.Tensor, target: torch.Tensor, press_weight: float) -> to
     return mse + 0.25 * bce + 2.0 * ((dp - dt) ** 2).mean()
 
 
-def get_data(cfg: ds.DataConfig, progress: Callable[[str, int, int], None]) -> tuple[list[ds.Example], list[ds.Example]]:
-    paths = ds.cache_path(cfg, "train"), ds.cache_path(cfg, "eval")
-    if all(os.path.exists(p) for p in paths):
-        return ds.load(paths[0]), ds.load(paths[1])
-    train = ds.build_training_set(cfg, lambda i, n: progress("data", i, n))
-    ds.save(train, paths[0])
-    progress("eval data", 0, 1)
-    ev = ds.build_eval_set(cfg)
-    ds.save(ev, paths[1])
-    progress("eval data", 1, 1)
-    return train, ev
+def get_data(cfg: ds.DataConfig, progress: Callable[[str, int, int], None]
+             ) -> tuple[list[ds.Example], dict[str, list[ds.Example]]]:
+    """The training set and one evaluation set per severity, cached by configuration."""
+    path = ds.cache_path(cfg, "train")
+    if os.path.exists(path):
+        train = ds.load(path)
+    else:
+        train = ds.build_training_set(cfg, lambda i, n: progress("data", i, n))
+        ds.save(train, path)
+    return train, {sev.name: eval_set(cfg, sev, progress) for sev in ds.EVAL_SEVERITIES}
+
+
+def eval_set(cfg: ds.DataConfig, severity: ds.Severity, progress: Callable[[str, int, int], None]) -> list[ds.Example]:
+    path = ds.cache_path(cfg, f"eval-{severity.name}")
+    if os.path.exists(path):
+        return ds.load(path)
+    progress(f"eval data ({severity.name})", 0, 1)
+    ev = ds.build_eval_set(cfg, severity=severity)
+    ds.save(ev, path)
+    progress(f"eval data ({severity.name})", 1, 1)
+    return ev
+
+
+def evaluate_severities(model: AudioToMotion, sets: dict[str, list[ds.Example]]) -> dict[str, object]:
+    from .evaluate import evaluate_all
+
+    return {name: evaluate_all(model, examples) for name, examples in sets.items()}
 
 
 def train(cfg: TrainConfig, out_dir: str, progress: Callable[[str, int, int], None]) -> dict[str, object]:
-    from .evaluate import evaluate_all
-
     t_start = time.time()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     cfg.model.lookaheads_ms = list(cfg.data.lookaheads_ms)
-    train_set, eval_set = get_data(cfg.data, progress)
+    train_set, eval_sets = get_data(cfg.data, progress)
     t_data = time.time() - t_start
     model = AudioToMotion(cfg.model)
     allf = np.concatenate([e.feats for e in train_set[:: max(1, len(train_set) // 500)]]).astype(np.float32)
@@ -116,7 +130,7 @@ def train(cfg: TrainConfig, out_dir: str, progress: Callable[[str, int, int], No
     model.eval()
     t_train = time.time() - t_start - t_data
     progress("evaluate", 0, 1)
-    figures = evaluate_all(model, eval_set, train_set)
+    figures = evaluate_severities(model, eval_sets)
     progress("evaluate", 1, 1)
     return write_checkpoint(model, cfg, figures, out_dir, {"data_s": round(t_data, 1), "train_s": round(t_train, 1),
                                                            "total_s": round(time.time() - t_start, 1),
