@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test bench clean
+.PHONY: install serve demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,9 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+serve: install
+	$(BIN)/avatar serve --port 8080
 
 demo: install
 	$(BIN)/avatar render --text "Hello! I am your avatar. The quick brown fox jumps over the lazy dog." -o hello.mp4

@@ -275,12 +275,14 @@ def test_avatar_serve_starts_the_server() -> None:
         else:
             raise AssertionError(f"avatar serve exited with {proc.wait()}")
 
-        async def fetch() -> tuple[int, str]:
-            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/") as r:
+        async def fetch(path: str) -> tuple[int, str]:
+            async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as r:
                 return r.status, await r.text()
 
-        status, page = asyncio.run(fetch())
+        status, page = asyncio.run(fetch("/player"))
         assert status == 200 and "player.js" in page
+        status, page = asyncio.run(fetch("/"))  # the call page (WebRTC)
+        assert status == 200 and "call.js" in page
     finally:
         proc.terminate()
         assert proc.wait(15) is not None

@@ -1,8 +1,12 @@
 """The server: one aiohttp application for HTTP, websockets and static pages.
 
-    GET /                   the player page (web/static/)
-    GET /v1/stream          websocket: text in, talking head out (docs/stream-protocol.md)
-    GET /v1/stream/schema   the protocol's JSON Schema
+    GET  /                   the call page: a WebRTC call with the avatar (web/static/call.html)
+    GET  /player             the websocket stream player (web/static/index.html)
+    POST /v1/calls           WHIP-shaped signaling and call control (docs/calls.md)
+    GET  /v1/stream          websocket: text in, talking head out (docs/stream-protocol.md)
+    GET  /v1/stream/schema   the protocol's JSON Schema
+    GET  /metrics            Prometheus
+    GET  /healthz, /readyz   liveness; readiness (engines loaded, room for a call)
 
 `create_app(settings)` builds it (tests run it on a random port); `serve(settings)` runs it
 until interrupted (`avatar serve`). Later endpoints (WebRTC signaling, /metrics, health)
@@ -14,12 +18,17 @@ import asyncio
 import logging
 from pathlib import Path
 
+import hmac
+from typing import Any
+
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
 from aiohttp.abc import AbstractAccessLogger
 
 from engines import configure_torch_threads
 from realtime import RuntimeMetrics
 
+from .calls.routes import CALLS, CallRegistry, add_call_routes
 from .resources import SharedEngines
 from .settings import ServerSettings
 from .stream.handler import STREAM, StreamState, close_all, stream_handler
@@ -31,9 +40,16 @@ STATIC = Path(__file__).parent / "static"
 
 def create_app(settings: ServerSettings | None = None, *, metrics: RuntimeMetrics | None = None) -> web.Application:
     settings = settings or ServerSettings.from_env()
-    app = web.Application()
-    app[STREAM] = StreamState(settings, SharedEngines(settings), metrics or RuntimeMetrics())
-    app.router.add_get("/", _index)
+    app = web.Application(middlewares=[_auth_middleware])
+    metrics = metrics or RuntimeMetrics()
+    engines = SharedEngines(settings)
+    app[STREAM] = StreamState(settings, engines, metrics)
+    add_call_routes(app, CallRegistry(settings, engines, metrics))
+    app.router.add_get("/", _call_page)
+    app.router.add_get("/player", _index)
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
     app.router.add_get("/v1/stream", stream_handler)
     app.router.add_get("/v1/stream/schema", _schema)
     app.router.add_static("/static/", STATIC)
@@ -45,6 +61,65 @@ def create_app(settings: ServerSettings | None = None, *, metrics: RuntimeMetric
 
 async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC / "index.html")
+
+
+async def _call_page(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC / "call.html")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    state = request.app[STREAM]
+    registry = request.app[CALLS]["registry"]
+    _update_call_gauges(state.metrics, registry)
+    body = generate_latest(state.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _update_call_gauges(metrics: RuntimeMetrics, registry: CallRegistry) -> None:
+    g = _call_gauges(metrics)
+    calls = list(registry.calls.values())
+    g["calls"].set(len(calls))
+    g["offset"].set(max((abs(c.av_offset_s) for c in calls), default=0.0))
+
+
+def _call_gauges(metrics: RuntimeMetrics) -> dict[str, Any]:
+    """Call gauges live in the server's registry, created once per registry."""
+    key = "_call_gauges"
+    if not hasattr(metrics, key):
+        setattr(metrics, key, {
+            "calls": Gauge("calls_active", "WebRTC calls running", namespace="avatar", registry=metrics.registry),
+            "offset": Gauge("call_av_offset_seconds", "Largest |A/V offset| over running calls: how much "
+                            "later video frames reach the encoder than audio, relative to media time",
+                            namespace="avatar", registry=metrics.registry),
+        })
+    return getattr(metrics, key)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    state = request.app[STREAM]
+    registry: CallRegistry = request.app[CALLS]["registry"]
+    ready = state.engines.ready()
+    body = {"ready": ready and not registry.full(), "engines_loaded": ready, "calls": len(registry.calls),
+            "max_calls": state.settings.max_calls}
+    return web.json_response(body, status=200 if body["ready"] else 503)
+
+
+@web.middleware
+async def _auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Bearer token on the call API when a token is set (the websocket checks its own,
+    accepting ?token= for browsers; pages, health and metrics stay open)."""
+    token = request.app[STREAM].settings.token
+    if token and request.path.startswith("/v1/calls"):
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()) and not hmac.compare_digest(
+                request.query.get("token", "").encode(), token.encode()):
+            return web.json_response({"error": "unauthorized", "message": "missing or wrong bearer token"},
+                                     status=401, headers={"WWW-Authenticate": "Bearer"})
+    return await handler(request)
 
 
 async def _schema(request: web.Request) -> web.Response:

@@ -63,6 +63,7 @@ class SharedEngines:
         self._voices: dict[str, asyncio.Task[Voice]] = {}
         self._renderers: dict[tuple[str, int], asyncio.Task[BatchingWorker[Any, Any]]] = {}
         self._codecs: CodecInfo | None = None
+        self._motion: asyncio.Future[EngineWorker[Any, Any]] | None = None
 
     async def codecs(self) -> CodecInfo:
         if self._codecs is None:
@@ -118,12 +119,32 @@ class SharedEngines:
         log.info("renderer %s at %d loaded", name, size)
         return BatchingWorker(worker, max_batch=8)
 
+    def ready(self) -> bool:
+        """The default voice and renderer are loaded (the first call or stream starts at once)."""
+        s = self.settings
+        loaded = [self._voices.get(s.voice.strip().lower()), self._renderers.get((s.avatar, s.size))]
+        return all(t is not None and t.done() and t.exception() is None for t in loaded)
+
+    async def motion(self) -> EngineWorker[Any, Any]:
+        """The audio-to-motion model (mirror mode), shared; each call keeps its own stream state."""
+        if self._motion is None or (self._motion.done() and self._motion.exception() is not None):
+            self._motion = asyncio.ensure_future(self._load_motion())
+        return await asyncio.shield(self._motion)
+
+    async def _load_motion(self) -> EngineWorker[Any, Any]:
+        from pipelines.motion.audio_stage import AudioMotionEngine
+
+        worker: EngineWorker[Any, Any] = EngineWorker(AudioMotionEngine())
+        await worker.start()
+        return worker
+
     async def preload(self) -> None:
         s = self.settings
         await asyncio.gather(self.codecs(), self.voice(s.voice), self.renderer(s.avatar, s.size))
 
     async def close(self) -> None:
-        tasks = [*self._voices.values(), *self._renderers.values()]
+        tasks = [*self._voices.values(), *self._renderers.values(), *([self._motion] if self._motion else [])]
+        self._motion = None
         self._voices.clear()
         self._renderers.clear()
         for t in tasks:

@@ -50,6 +50,18 @@ class ServerSettings(BaseModel):
     video_crf: int = Field(23, ge=0, le=51)
     keyframe_interval_s: float = Field(5.0, gt=0)
     stats_interval_s: float = Field(1.0, gt=0)
+    # Calls (WebRTC, docs/calls.md)
+    max_calls: int = Field(4, ge=1, description="concurrent calls; beyond, POST /v1/calls answers 503")
+    retry_after_s: int = Field(5, ge=1)
+    max_sdp_bytes: int = Field(64 * 1024, ge=1024)
+    call_size: int = Field(512, ge=128, le=1024)
+    call_lookahead_ms: int = Field(40, ge=0, le=120, description="audio look-ahead of the lip model (mirror)")
+    call_mirror_delay_s: float = Field(0.13, ge=0.0, description=(
+        "the avatar mirrors the caller this far behind: look-ahead + 17.5 ms framing + a 20 ms chunk + jitter"))
+    call_latency_budget_s: float = Field(0.05, gt=0, description="media time -> release to the encoder")
+    call_peer_timeout_s: float = Field(20.0, gt=0, description="end a call with no media from the peer this long")
+    barge_in: bool = Field(True, description="agent mode: the caller speaking stops the avatar")
+    barge_in_min_speech_ms: int = Field(120, ge=32)
     # Compute
     device: str = Field("cpu", pattern="^(cpu|cuda|auto)$")
     torch_threads: int = Field(1, ge=1)
@@ -62,11 +74,24 @@ class ServerSettings(BaseModel):
             raise ValueError("must be even (H.264 in yuv420p needs even dimensions)")
         return v
 
+    @field_validator("call_size")
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> ServerSettings:
-        """Defaults, then AVATAR_* variables, then `overrides` (the CLI's flags)."""
+    def _even_call(cls, v: int) -> int:
+        return cls._even(v)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, config_file: str | Path | None = None,
+                 **overrides: Any) -> ServerSettings:
+        """Defaults, then a JSON settings file (--config / AVATAR_CONFIG), then AVATAR_* variables,
+        then `overrides` (the CLI's flags)."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
+        path = config_file or env.get(ENV_PREFIX + "CONFIG")
+        if path:
+            try:
+                values.update(json.loads(Path(path).read_text()))
+            except (OSError, ValueError) as exc:
+                raise ValueError(f"settings file {path}: {exc}") from None
         for name, field in cls.model_fields.items():
             raw = env.get(ENV_PREFIX + name.upper())
             if raw is None:

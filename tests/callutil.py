@@ -1,0 +1,161 @@
+"""An aiortc client for the call tests: it offers its microphone (a wav file played in real
+time, or silence), receives the avatar, and records what arrives with arrival times."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import numpy as np
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaPlayer
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+
+class TimedTrack(MediaStreamTrack):
+    """Wraps the microphone track: remembers when each frame went to the sender."""
+
+    kind = "audio"
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.source = source
+        self.sent: list[tuple[float, np.ndarray, int]] = []  # (send time, mono float, rate)
+
+    async def recv(self) -> Any:
+        frame = await self.source.recv()
+        pcm = frame.to_ndarray().astype(np.float32) / 32768.0
+        ch = len(frame.layout.channels)
+        mono = pcm.reshape(-1, ch).mean(1) if not frame.format.is_planar else pcm.reshape(ch, -1).mean(0)
+        self.sent.append((time.monotonic(), mono, frame.sample_rate))
+        return frame
+
+
+@dataclass
+class Received:
+    video: list[tuple[float, Any]] = field(default_factory=list)  # (arrival, av.VideoFrame)
+    audio: list[tuple[float, np.ndarray, int]] = field(default_factory=list)  # (arrival, mono float, rate)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class CallClient:
+    def __init__(self, http: str, *, wav: str | None = None, mode: str = "agent", keep_video: bool = True) -> None:
+        self.http, self.wav, self.mode, self.keep_video = http, wav, mode, keep_video
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.got = Received()
+        self.location: str | None = None
+        self.channel: Any = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.player: MediaPlayer | None = None
+        self.mic_started: float | None = None
+        self.mic: TimedTrack | None = None
+
+    async def start(self) -> int:
+        if self.wav:
+            self.player = MediaPlayer(self.wav)
+            self.mic = TimedTrack(self.player.audio)
+            self.pc.addTrack(self.mic)
+        else:
+            self.pc.addTransceiver("audio", direction="recvonly")
+        self.pc.addTransceiver("video", direction="recvonly")
+        self.channel = self.pc.createDataChannel("control")
+
+        @self.channel.on("message")
+        def _on_message(message: str) -> None:
+            import json
+
+            self.got.events.append(json.loads(message))
+
+        @self.pc.on("track")
+        def _on_track(track: Any) -> None:
+            self._tasks.append(asyncio.ensure_future(self._read(track)))
+
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{self.http}/v1/calls?mode={self.mode}", data=self.pc.localDescription.sdp,
+                              headers={"Content-Type": "application/sdp"}) as r:
+                if r.status != 201:
+                    return r.status
+                self.location = r.headers["Location"]
+                answer = await r.text()
+        await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        self.mic_started = time.monotonic()
+        return 201
+
+    async def _read(self, track: Any) -> None:
+        with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
+            while True:
+                frame = await track.recv()
+                now = time.monotonic()
+                if track.kind == "video":
+                    # keep the decoded frame; converting to RGB here would slow the receiver
+                    self.got.video.append((now, frame if self.keep_video else None))
+                else:
+                    pcm = frame.to_ndarray().astype(np.float32) / 32768.0
+                    ch = len(frame.layout.channels)
+                    mono = pcm.reshape(-1, ch).mean(1) if not frame.format.is_planar else pcm.reshape(ch, -1).mean(0)
+                    self.got.audio.append((now, mono, frame.sample_rate))
+
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as s, s.post(f"{self.http}{self.location}/{path}", json=body) as r:
+            return r.status, await r.json()
+
+    async def stats(self) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as s, s.get(f"{self.http}{self.location}") as r:
+            return await r.json()
+
+    async def close(self, delete: bool = True) -> int | None:
+        status = None
+        if delete and self.location:
+            async with aiohttp.ClientSession() as s, s.delete(f"{self.http}{self.location}") as r:
+                status = r.status
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.pc.close()
+        if self.player is not None and self.player.audio is not None:
+            self.player.audio.stop()
+        return status
+
+
+def rgb(frame: Any) -> np.ndarray:
+    return frame.to_ndarray(format="rgb24")
+
+
+@contextlib.asynccontextmanager
+async def server_process(**settings: Any) -> Any:
+    """`avatar serve` in its own process (as in production: the caller is elsewhere), on a
+    free port; yields its base URL. Settings go in as AVATAR_* variables."""
+    import json
+    import os
+    import re
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, **{f"AVATAR_{k.upper()}": json.dumps(v) if isinstance(v, list | dict) else str(v)
+                            for k, v in settings.items()}}
+    proc = subprocess.Popen([sys.executable, "-m", "avatar", "serve", "--port", str(port)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    try:
+        async with asyncio.timeout(90):
+            while True:
+                line = (await asyncio.to_thread(proc.stdout.readline)).decode(errors="replace")
+                if not line and proc.poll() is not None:
+                    raise RuntimeError(f"avatar serve exited with {proc.returncode}")
+                if re.search(r"serving on", line):
+                    break
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(asyncio.to_thread(proc.wait), 15)
+        except TimeoutError:
+            proc.kill()

@@ -1,0 +1,308 @@
+"""One call: a peer connection, the avatar's two tracks, and the call's graph.
+
+Lifecycle: `accept(offer)` answers the caller's SDP and starts the session (the avatar is
+alive from then on, at full frame rate). `say`, `interrupt` and `set_mode` drive it (HTTP or
+data channel). `close()` ends everything it holds — session, tracks, peer connection, the
+tasks reading the caller's media — and is idempotent; it runs on DELETE, on a stage failure,
+and when the peer vanishes (ICE/DTLS failed or closed, or no media for `peer_timeout_s`).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from pipelines.recipes.live_call import LiveCall, live_call_graph
+from realtime import Event, MonotonicClock, RuntimeMetrics, Session, SessionFailed
+
+from .media import MicSource, TrackSink
+from .protocol import Mode
+from .tracks import ClockedTrack, Release
+
+log = logging.getLogger(__name__)
+
+
+class OfferError(ValueError):
+    """The caller's SDP offer cannot be answered (400)."""
+
+
+def check_offer(sdp: str, *, max_bytes: int) -> None:
+    if len(sdp.encode()) > max_bytes:
+        raise OfferError(f"SDP offer is {len(sdp.encode())} bytes, over the limit of {max_bytes}")
+    lines = [ln.strip() for ln in sdp.splitlines() if ln.strip()]
+    if not lines or not lines[0].startswith("v=0"):
+        raise OfferError("not an SDP offer (it must start with v=0)")
+    media = [ln.split()[0][2:] for ln in lines if ln.startswith("m=")]
+    if not any(m in ("audio", "video") for m in media):
+        raise OfferError("the offer has no audio or video section: nothing to send the avatar on")
+
+
+class Call:
+    def __init__(self, call_id: str, *, engines: Any, settings: Any, metrics: RuntimeMetrics,
+                 mode: Mode = "agent", on_closed: Callable[[Call], None] | None = None) -> None:
+        self.id = call_id
+        self.engines, self.settings, self.metrics = engines, settings, metrics
+        self.mode: Mode = mode
+        self.created = time.monotonic()
+        self._on_closed = on_closed
+        self._clock = MonotonicClock()
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.audio_track = ClockedTrack("audio", self._clock, capacity=25, on_release=self._released)
+        self.video_track = ClockedTrack("video", self._clock, capacity=10, on_release=self._released)
+        self.mic = MicSource("mic", slack_s=settings.call_mirror_delay_s)
+        self.live: LiveCall | None = None
+        self.session: Session | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._channels: list[Any] = []
+        self._closed = asyncio.Event()
+        self._closing = False
+        self.last_media = time.monotonic()
+        self.close_reason = ""
+        # A/V sync: how late each track releases frames relative to their media time.
+        self._skew: dict[str, float] = {"audio": 0.0, "video": 0.0}
+        self.av_offset_s = 0.0
+        self.video_released: list[tuple[float, float]] = []  # (media time, clock time), recent
+        self.speaking = False
+        self.barge_ins: list[float] = []  # seconds from the caller's onset to the avatar silenced
+
+    # -- setup ------------------------------------------------------------------------------
+    async def accept(self, offer_sdp: str) -> str:
+        s = self.settings
+        self.pc.on("track", self._on_track)
+        self.pc.on("datachannel", self._on_datachannel)
+        self.pc.on("connectionstatechange", self._on_state)
+        await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+        kinds = {t.kind for t in self.pc.getTransceivers()}
+        if "audio" in kinds:
+            self.pc.addTrack(self.audio_track)
+        if "video" in kinds:
+            self.pc.addTrack(self.video_track)
+        renderer = await self.engines.renderer(s.avatar, s.call_size)
+        voice = await self.engines.voice(s.voice)
+        motion = await self.engines.motion()
+        sink = TrackSink("call", self.audio_track, self.video_track)
+        self.live = live_call_graph(mic=self.mic, sink=sink, voices=self.engines.tts, default_voice=s.voice,
+                                    renderer=renderer, motion=motion, sample_rate=voice.sample_rate, fps=s.fps,
+                                    lookahead_ms=s.call_lookahead_ms, mirror_delay_s=s.call_mirror_delay_s,
+                                    latency_budget_s=s.call_latency_budget_s)
+        self.live.articulate.lookahead_s = 0.0  # emit each frame at its media time: see docs/calls.md
+        self.set_mode(self.mode)
+        self.session = Session(self.live.graph, clock=self._clock, paced=True, metrics=self.metrics,
+                               session_id=self.id, on_event=self._on_event)
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        self._spawn(self._run_session(), "session")
+        self._spawn(self._watchdog(), "watchdog")
+        return self.pc.localDescription.sdp
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=f"call-{self.id}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_session(self) -> None:
+        assert self.session is not None
+        try:
+            await self.session.run()
+            reason = "ended"
+        except SessionFailed as exc:
+            reason = f"stage {exc.stage} failed: {exc.error}"
+        except asyncio.CancelledError:
+            return
+        await self.close(reason)
+
+    async def _watchdog(self) -> None:
+        """Peers that vanish without DELETE: ICE consent or DTLS usually reports it; if not,
+        no incoming media for peer_timeout_s ends the call."""
+        timeout = self.settings.call_peer_timeout_s
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            if self.mic.frames:
+                self.last_media = max(self.last_media, self.mic.arrivals[-1][1] if self.mic.arrivals else 0.0)
+            silent_for = time.monotonic() - max(self.last_media, self.created)
+            if self.pc.connectionState in ("failed", "closed") or silent_for > timeout:
+                await self.close("peer gone" if self.pc.connectionState in ("failed", "closed")
+                                 else f"no media from the peer for {timeout:.0f} s")
+                return
+
+    # -- peer events ------------------------------------------------------------------------
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self.mic.attach(track)
+        else:
+            self._spawn(self._drain(track), "camera")  # not used yet: read it so nothing queues up
+
+    async def _drain(self, track: MediaStreamTrack) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                await track.recv()
+                self.last_media = time.monotonic()
+
+    async def _on_state(self) -> None:
+        if self.pc.connectionState in ("failed", "closed"):
+            await self.close(f"connection {self.pc.connectionState}")
+
+    def _on_datachannel(self, channel: Any) -> None:
+        self._channels.append(channel)
+
+        @channel.on("message")
+        def _message(message: Any) -> None:
+            self._spawn(self._handle_message(channel, message), "control")
+
+    async def _handle_message(self, channel: Any, message: Any) -> None:
+        from pydantic import ValidationError
+
+        from .protocol import Control, Interrupt, Say, SetMode
+
+        try:
+            if not isinstance(message, str):
+                raise ValueError("binary messages are not accepted on the control channel")
+            msg = Control.model_validate({"msg": json.loads(message)}).msg
+            if isinstance(msg, Say):
+                self.say(msg.text, msg.voice, msg.id)
+            elif isinstance(msg, Interrupt):
+                self.interrupt("client")
+            elif isinstance(msg, SetMode):
+                self.set_mode(msg.mode)
+        except (ValueError, ValidationError) as exc:
+            text = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            self._send(channel, {"type": "error", "code": "bad_message", "message": text})
+
+    # -- control ----------------------------------------------------------------------------
+    def say(self, text: str, voice: str | None = None, utterance_id: str | None = None) -> str:
+        if self.live is None:
+            raise ValueError("the call is not set up")
+        text = text.strip()
+        if not text:
+            raise ValueError("text is empty")
+        if len(text) > self.settings.max_text_chars:
+            raise ValueError(f"text is {len(text)} characters, over the limit of {self.settings.max_text_chars}")
+        uid = utterance_id or uuid.uuid4().hex[:8]
+        self.live.text.say(uid, text, voice)
+        return uid
+
+    def interrupt(self, by: str = "client") -> None:
+        if self.live is None or self.session is None:
+            return
+        self.live.text.clear()
+        epoch = self.session.interrupt()
+        self._drop_queued_speech()
+        self._broadcast({"type": "event", "kind": "interrupted", "by": by, "epoch": epoch})
+
+    def _drop_queued_speech(self) -> None:
+        """Frames already handed to the tracks are speech of the old epoch: silence the audio
+        (keeping its timeline), and let the video run on (the next frames are at rest)."""
+        import numpy as np
+
+        from .tracks import audio_frame
+
+        q = self.audio_track._queue  # noqa: SLF001 - the track is ours
+        for r in q:
+            f = r.frame
+            r.frame = audio_frame(np.zeros(f.samples, np.float32), f.sample_rate, f.pts)
+
+    def set_mode(self, mode: Mode) -> None:
+        self.mode = mode
+        if self.live is not None:
+            self.live.articulate.mirror = mode == "mirror"
+        self._broadcast({"type": "event", "kind": "mode", "mode": mode})
+
+    # -- events -----------------------------------------------------------------------------
+    def _on_event(self, event: Event) -> None:
+        data = dict(event.data)
+        if event.kind == "vad":
+            speech = data.get("kind") == "speech_start"
+            if speech and self.mode == "agent" and self.speaking and self.settings.barge_in:
+                self.interrupt("barge-in")
+                # reaction: from the caller's speech onset (on the session timeline) to now, when
+                # the avatar's pending speech is silenced
+                assert self.session is not None and self.session.media_clock.origin is not None
+                now = self._clock.now() - self.session.media_clock.origin
+                onset = float(data.get("time", now))
+                self.barge_ins.append(now - onset)
+                self._broadcast({"type": "event", "kind": "barge_in", "onset": onset, "reaction_s": now - onset})
+        elif event.kind == "utterance_started":
+            self.speaking = True
+        elif event.kind in ("utterance_done", "utterance_interrupted"):
+            self.speaking = False
+        msg = {"type": "event", "kind": event.kind, **{k: v for k, v in data.items() if k != "kind"}}
+        if event.kind == "vad":
+            msg["vad"] = data.get("kind")
+        if event.kind in ("vad", "utterance_started", "utterance_done", "utterance_interrupted", "word", "error",
+                          "interrupted"):
+            self._broadcast(msg)
+
+    def _broadcast(self, msg: dict[str, Any]) -> None:
+        for ch in list(self._channels):
+            self._send(ch, msg)
+
+    @staticmethod
+    def _send(channel: Any, msg: dict[str, Any]) -> None:
+        if getattr(channel, "readyState", "") == "open":
+            with contextlib.suppress(Exception):
+                channel.send(json.dumps(msg, default=float))
+
+    def _released(self, r: Release, now: float) -> None:
+        """A/V offset: the difference between how late (after its media time) each track
+        hands frames to its encoder; 0 when the browser can sync them exactly."""
+        if self.session is None or self.session.media_clock.origin is None:
+            return
+        kind = "video" if r.frame.__class__.__name__ == "VideoFrame" else "audio"
+        lateness = now - (self.session.media_clock.origin + r.media_time)
+        self._skew[kind] += 0.1 * (lateness - self._skew[kind])
+        self.av_offset_s = self._skew["video"] - self._skew["audio"]
+        if kind == "video":
+            self.video_released.append((r.media_time, now))
+            if len(self.video_released) > 4000:
+                del self.video_released[:2000]
+
+    def engine_latency(self, last: int = 1500) -> list[float]:
+        """Mirror mode: for each caller audio chunk, seconds from its arrival to the release
+        of the first video frame that shows its instant (the frame's display interval mapped
+        back through the mirror delay)."""
+        if self.live is None or not self.video_released or not self.mic.arrivals:
+            return []
+        import numpy as np
+
+        fps, delay = self.settings.fps, self.live.articulate.mirror_delay_s
+        shown = np.array([t + 0.5 / fps - delay for t, _ in self.video_released])  # caller instant shown
+        released = np.array([w for _, w in self.video_released])
+        out = []
+        for t_audio, arrived in list(self.mic.arrivals)[-last:]:
+            i = int(np.searchsorted(shown, t_audio))
+            if i < len(shown) and shown[i] - t_audio < 0.2:
+                out.append(float(released[i] - arrived))
+        return out
+
+    # -- teardown ---------------------------------------------------------------------------
+    async def close(self, reason: str = "closed") -> None:
+        if self._closing:
+            await self._closed.wait()
+            return
+        self._closing = True
+        self.close_reason = reason
+        log.info("call %s closing: %s", self.id, reason)
+        self._broadcast({"type": "event", "kind": "ended", "reason": reason})
+        current = asyncio.current_task()
+        for t in list(self._tasks):
+            if t is not current:
+                t.cancel()
+        await asyncio.gather(*[t for t in self._tasks if t is not current], return_exceptions=True)
+        self.audio_track.stop()
+        self.video_track.stop()
+        with contextlib.suppress(Exception):
+            await self.pc.close()
+        self._closed.set()
+        if self._on_closed is not None:
+            self._on_closed(self)
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
