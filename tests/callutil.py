@@ -152,6 +152,10 @@ async def server_process(**settings: Any) -> Any:
                     raise RuntimeError(f"avatar serve exited with {proc.returncode}")
                 if re.search(r"serving on", line):
                     break
+        # Keep reading its log: a full pipe would block the server on its next log line.
+        import threading
+
+        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import asyncio
-import gc
-import os
 
 import aiohttp
 import pytest
 
-from callutil import CallClient
+from callutil import CallClient, server_process
 from wsutil import running_server
 
 CALL = {"call_size": 256, "sizes": [256], "size": 256}
@@ -83,55 +81,42 @@ async def _start_with_token(client: CallClient, session: aiohttp.ClientSession) 
         return r.status
 
 
-def _rss_mb() -> float:
-    """Resident memory after handing freed heap back to the OS (glibc keeps it otherwise, and
-    a high-water mark is not a leak)."""
-    import ctypes
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-    with open(f"/proc/{os.getpid()}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 @pytest.mark.timeout(600)
 def test_100_connect_disconnect_cycles_leave_no_tasks_and_no_memory_behind() -> None:
     """Half the callers DELETE, half just vanish (close their side): the server reaps those
-    by itself (here with a 1.5 s peer timeout instead of the default 20 s)."""
-    async def scenario() -> tuple[int, int, float, float]:
-        async with running_server(**CALL, call_peer_timeout_s=1.5, max_calls=100) as server:
-            registry = server.app[_calls_key()]["registry"]
-            # Warm-up: engines load, and the allocator reaches its working size (RSS then stays
-            # flat: measured 531, 567, 567, 553 MB after 50, 100, 150, 200 calls).
+    by itself (here with a 1.5 s peer timeout instead of the default 20 s). The server runs in
+    its own process and reports its tasks and memory on /healthz."""
+    async def health(http: str) -> dict:
+        async with aiohttp.ClientSession() as s, s.get(f"{http}/healthz?trim=1") as r:
+            return await r.json()
+
+    async def scenario() -> tuple[dict, dict]:
+        async with server_process(**CALL, call_peer_timeout_s=1.5, max_calls=100) as http:
+            # Warm-up: engines load, and the allocator reaches its working size.
             for _ in range(30):
-                warm = CallClient(server.http)
+                warm = CallClient(http)
                 assert await warm.start() == 201
                 await warm.close()
-            await asyncio.sleep(0.5)
-            gc.collect()
-            tasks0, rss0 = len(asyncio.all_tasks()), _rss_mb()
+            await asyncio.sleep(1.0)
+            before = await health(http)
             for i in range(100):
-                c = CallClient(server.http)
+                c = CallClient(http)
                 assert await c.start() == 201
                 if i % 10 == 0:
                     await asyncio.sleep(0.3)  # some calls get as far as media
                 await c.close(delete=i % 2 == 0)
-            async with asyncio.timeout(30):
-                while registry.calls:
-                    await asyncio.sleep(0.25)
-            await asyncio.sleep(0.5)
-            gc.collect()
-            return tasks0, len(asyncio.all_tasks()), rss0, _rss_mb()
+            for _ in range(60):
+                after = await health(http)
+                if not after["calls"] and after["tasks"] <= before["tasks"]:
+                    break
+                await asyncio.sleep(0.5)
+            async with aiohttp.ClientSession() as s, s.get(f"{http}/healthz?tasks=1") as r:
+                after["task_names"] = (await r.json())["task_names"]
+            return before, after
 
-    tasks0, tasks1, rss0, rss1 = asyncio.run(scenario())
-    assert tasks1 <= tasks0, (tasks0, tasks1)
-    assert rss1 - rss0 <= 60, (rss0, rss1)
+    before, after = asyncio.run(scenario())
+    assert after["calls"] == 0 and after["tasks"] <= before["tasks"], (before, after)
+    assert after["rss_mb"] - before["rss_mb"] <= 60, (before, after)
 
 
 def test_a_vanished_peer_is_cleaned_up_without_delete() -> None:

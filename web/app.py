@@ -96,7 +96,38 @@ def _call_gauges(metrics: RuntimeMetrics) -> dict[str, Any]:
 
 
 async def _healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """Liveness, with what an operator checks for leaks: tasks, calls, resident memory
+    (`?trim=1` first returns freed heap to the OS, so the figure is not a high-water mark)."""
+    if request.query.get("trim") == "1":
+        await asyncio.to_thread(_trim_heap)
+    registry: CallRegistry = request.app[CALLS]["registry"]
+    body = {"status": "ok", "tasks": len(asyncio.all_tasks()), "calls": len(registry.calls), "rss_mb": _rss_mb()}
+    if request.query.get("tasks") == "1":  # what is running, by coroutine
+        names = [getattr(t.get_coro(), "__qualname__", "?") for t in asyncio.all_tasks()]
+        body["task_names"] = {n: names.count(n) for n in sorted(set(names))}
+    return web.json_response(body)
+
+
+def _trim_heap() -> None:
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def _rss_mb() -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 async def _readyz(request: web.Request) -> web.Response:

@@ -153,7 +153,8 @@ async def call_stats(request: web.Request) -> web.StreamResponse:
     call = _call(request)
     if call is None:
         return _error(404, "unknown_call", "no such call")
-    lat = sorted(call.engine_latency()) if call.mode == "mirror" else []
+    window = int(request.query.get("window", "1500"))  # chunks (20 ms each)
+    lat = sorted(call.engine_latency(window)) if call.mode == "mirror" else []
     pct = (lambda q: round(1000 * lat[min(len(lat) - 1, int(q * len(lat)))], 1)) if lat else (lambda q: None)
     return web.json_response({
         "latency_p50_ms": pct(0.5), "latency_p99_ms": pct(0.99),
