@@ -239,6 +239,12 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     settings = ServerSettings.from_env(config_file=args.config, host=args.host, port=args.port)
     logging.getLogger().setLevel(logging.DEBUG if args.debug else logging.INFO)
+    # Engine threads run many short torch ops, each taking the GIL back from the event loop;
+    # at the default 5 ms switch interval each can wait that long (a 5 ms render took 50 ms
+    # with four calls).
+    import sys
+
+    sys.setswitchinterval(settings.gil_switch_interval_s)
     asyncio.run(serve(settings))
     return 0
 

@@ -43,24 +43,33 @@ class _Request(Generic[In, Out]):
 
 
 class BatchingWorker(Generic[In, Out]):
-    def __init__(self, worker: EngineWorker[In, Out], *, max_batch: int = 8) -> None:
+    """`replicas`: more workers of the same model (own copy, own thread). A request goes to
+    an idle one; with all busy, it waits and the first to finish takes it (in its batch).
+    torch computes without the GIL, so two replicas use two cores."""
+
+    def __init__(self, worker: EngineWorker[In, Out], *, max_batch: int = 8,
+                 replicas: Sequence[EngineWorker[In, Out]] = ()) -> None:
         self.worker = worker
+        self.workers = [worker, *replicas]
         self.engine = worker.engine
         self.max_batch = max_batch
         self.stats = BatchStats()
         self._requests: deque[_Request[In, Out]] = deque()
-        self._drainer: asyncio.Task[None] | None = None
+        self._drainers: list[asyncio.Task[None] | None] = [None] * len(self.workers)
 
     async def run(self, items: Sequence[In]) -> list[Out]:
         future: asyncio.Future[list[Out]] = asyncio.get_running_loop().create_future()
         self._requests.append(_Request(list(items), future))
-        if self._drainer is None or self._drainer.done():
-            # Owned by the batcher, not by the caller: cancelling one session's request
-            # cancels its future only, never a call that carries other sessions' items.
-            self._drainer = asyncio.create_task(self._drain(), name=f"batch-{self.engine.name}")
+        for i, d in enumerate(self._drainers):
+            if d is None or d.done():
+                # Owned by the batcher, not by the caller: cancelling one session's request
+                # cancels its future only, never a call that carries other sessions' items.
+                self._drainers[i] = asyncio.create_task(self._drain(self.workers[i]),
+                                                        name=f"batch-{self.engine.name}-{i}")
+                break
         return await future
 
-    async def _drain(self) -> None:
+    async def _drain(self, worker: EngineWorker[In, Out]) -> None:
         requests = self._requests
         while requests:
             batch: list[_Request[In, Out]] = []
@@ -74,7 +83,7 @@ class BatchingWorker(Generic[In, Out]):
             if not batch:
                 continue
             try:
-                outs = await self.worker.run([x for req in batch for x in req.items])
+                outs = await worker.run([x for req in batch for x in req.items])
             except asyncio.CancelledError:  # close(): nobody will get an answer
                 for req in batch:
                     req.future.cancel()
@@ -95,10 +104,12 @@ class BatchingWorker(Generic[In, Out]):
                 i += k
 
     async def close(self) -> None:
-        if self._drainer is not None:
-            self._drainer.cancel()
-            await asyncio.gather(self._drainer, return_exceptions=True)
+        running = [d for d in self._drainers if d is not None]
+        for d in running:
+            d.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
         for req in self._requests:
             req.future.cancel()
         self._requests.clear()
-        await self.worker.close()
+        for w in self.workers:
+            await w.close()

@@ -89,3 +89,30 @@ def test_close_cancels_waiting_callers() -> None:
                 await caller
 
     asyncio.run(scenario())
+
+
+def test_replicas_take_requests_while_the_first_worker_is_busy() -> None:
+    """Two copies of an engine on two threads: a request that finds one busy goes to the
+    other at once (in parallel), and with both busy, the queue goes to whichever is free."""
+    async def scenario() -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+        a, b = Slow(), Slow()
+        batcher = BatchingWorker(EngineWorker(a), max_batch=8, replicas=[EngineWorker(b)])
+        for w in batcher.workers:
+            await w.start()
+        first = asyncio.create_task(batcher.run([1]))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(batcher.run([2]))  # a is busy: b takes it now
+        await asyncio.sleep(0.05)
+        queued = [asyncio.create_task(batcher.run([x])) for x in (3, 4)]
+        await asyncio.sleep(0.05)
+        assert (a.calls, b.calls) == ([[1]], [[2]])  # both running, 3 and 4 waiting
+        b.gate.set()
+        results = await asyncio.gather(second, *queued)
+        a.gate.set()
+        results.insert(0, await first)
+        await batcher.close()
+        return a.calls, b.calls, results
+
+    a_calls, b_calls, results = asyncio.run(scenario())
+    assert a_calls == [[1]] and b_calls == [[2], [3, 4]]
+    assert results == [[10], [20], [30], [40]]

@@ -22,7 +22,7 @@ import hmac
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Gauge, ProcessCollector, generate_latest
 from aiohttp.abc import AbstractAccessLogger
 
 from engines import configure_torch_threads
@@ -41,7 +41,10 @@ STATIC = Path(__file__).parent / "static"
 def create_app(settings: ServerSettings | None = None, *, metrics: RuntimeMetrics | None = None) -> web.Application:
     settings = settings or ServerSettings.from_env()
     app = web.Application(middlewares=[_auth_middleware])
-    metrics = metrics or RuntimeMetrics()
+    if metrics is None:
+        metrics = RuntimeMetrics()
+        # CPU seconds, resident memory, open files of the server process, as operators expect.
+        ProcessCollector(registry=metrics.registry)
     engines = SharedEngines(settings)
     app[STREAM] = StreamState(settings, engines, metrics)
     add_call_routes(app, CallRegistry(settings, engines, metrics))

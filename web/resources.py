@@ -112,12 +112,14 @@ class SharedEngines:
         else:
             avatar = await asyncio.to_thread(avatar_from_file, self.settings.avatars[name], size,
                                              max_pixels=40_000_000)
-        engine = EagerTorchEngine(f"renderer-{name}-{size}", lambda dev: WarpRenderer(avatar, output="yuv420p"),
-                                  device=self.device, example={"params": torch.zeros(N_PARAMS)})
-        worker: EngineWorker[Any, Any] = EngineWorker(engine)
-        await worker.start()
-        log.info("renderer %s at %d loaded", name, size)
-        return BatchingWorker(worker, max_batch=8)
+        workers: list[EngineWorker[Any, Any]] = []
+        for _ in range(self.settings.render_workers):
+            engine = EagerTorchEngine(f"renderer-{name}-{size}", lambda dev: WarpRenderer(avatar, output="yuv420p"),
+                                      device=self.device, example={"params": torch.zeros(N_PARAMS)})
+            workers.append(EngineWorker(engine))
+            await workers[-1].start()
+        log.info("renderer %s at %d loaded (%d workers)", name, size, len(workers))
+        return BatchingWorker(workers[0], max_batch=8, replicas=workers[1:])
 
     def ready(self) -> bool:
         """The default voice and renderer are loaded (the first call or stream starts at once)."""

@@ -56,15 +56,21 @@ class ServerSettings(BaseModel):
     max_sdp_bytes: int = Field(64 * 1024, ge=1024)
     call_size: int = Field(512, ge=128, le=1024)
     call_lookahead_ms: int = Field(40, ge=0, le=120, description="audio look-ahead of the lip model (mirror)")
-    call_mirror_delay_s: float = Field(0.13, ge=0.0, description=(
-        "the avatar mirrors the caller this far behind: look-ahead + 17.5 ms framing + a 20 ms chunk + jitter"))
-    call_latency_budget_s: float = Field(0.05, gt=0, description="media time -> release to the encoder")
+    call_mirror_delay_s: float = Field(0.08, ge=0.0, description=(
+        "the avatar mirrors the caller this far behind: look-ahead + 17.5 ms framing + compute + jitter"))
+    call_latency_budget_s: float = Field(0.04, gt=0, description="media time -> release to the encoder")
+    call_render_margin_s: float = Field(0.025, ge=0, description=(
+        "mirroring, a frame is emitted this long before its release (idle, render, sink)"))
     call_peer_timeout_s: float = Field(20.0, gt=0, description="end a call with no media from the peer this long")
     barge_in: bool = Field(True, description="agent mode: the caller speaking stops the avatar")
     barge_in_min_speech_ms: int = Field(120, ge=32)
     # Compute
     device: str = Field("cpu", pattern="^(cpu|cuda|auto)$")
     torch_threads: int = Field(1, ge=1)
+    render_workers: int = Field(2, ge=1, le=16, description=(
+        "renderer copies per (avatar, size), each on its own thread: calls and streams share them"))
+    gil_switch_interval_s: float = Field(0.0005, gt=0, description=(
+        "how soon a thread waiting for the GIL gets it (Python's default 0.005 starves engine threads)"))
     preload: bool = Field(True, description="load the default voice and renderer at start")
 
     @field_validator("size")

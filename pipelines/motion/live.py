@@ -83,6 +83,10 @@ class LiveArticulate(Stage):
         self.frame = 0  # next video frame index on the session timeline
         self._atb, self._vtb = video_time_base(sample_rate), video_time_base(fps)
 
+    def _lead_s(self) -> float:
+        """How long before its media time the next frame is emitted (negative: after)."""
+        return self.lookahead_s
+
     def _boundary(self, frame: int) -> int:
         return (frame * self.sample_rate) // self.fps  # first audio sample of video frame `frame`
 
@@ -93,7 +97,7 @@ class LiveArticulate(Stage):
         while True:
             if ctx.paced:
                 assert ctx.media_clock.origin is not None
-                await ctx.clock.sleep_until(ctx.media_clock.origin + self.frame / self.fps - self.lookahead_s)
+                await ctx.clock.sleep_until(ctx.media_clock.origin + self.frame / self.fps - self._lead_s())
             if cur is not None and cur.epoch < ctx.epoch():
                 ctx.event("utterance_interrupted", utterance_id=cur.spoken.segment.utterance_id,
                           epoch=cur.epoch, media_time=self.frame / self.fps)

@@ -93,6 +93,10 @@ class MirrorBuffer:
         ms = np.stack(list(self._m))
         return np.array([np.interp(t, ts, ms[:, i]) for i in range(ms.shape[1])], np.float32)
 
+    def ahead(self, t: float) -> bool:
+        """Whether `t` lies past the latest instant the model has described."""
+        return bool(self._t) and t > self._t[-1]
+
     def audio(self, t0: float, n: int, rate: int) -> np.ndarray:
         """n samples at `rate` from session time t0 (silence where nothing was heard)."""
         out = np.zeros(n, np.float32)
@@ -113,13 +117,20 @@ class CallArticulate(LiveArticulate):
     inputs = ("in", "mirror")
 
     def __init__(self, name: str, *, fps: int, sample_rate: int, lookahead_frames: int = 2,
-                 mirror_delay_s: float = 0.14, budget_s: float = 0.010) -> None:
+                 mirror_delay_s: float = 0.08, mirror_hold_s: float = 0.0, budget_s: float = 0.010) -> None:
         super().__init__(name, fps=fps, sample_rate=sample_rate, lookahead_frames=lookahead_frames,
                          budget_s=budget_s)
         self.mirror = False
         self.mirror_delay_s = mirror_delay_s
+        # Mirroring, a frame is emitted this long after its media time (what the renderer does
+        # not need of the playout budget): the caller's latest audio reaches the lips.
+        self.mirror_hold_s = mirror_hold_s
         self.buffer = MirrorBuffer()
         self.mirrored_frames = 0
+        self.stale_frames = 0  # mirrored frames whose instant the model had not reached yet (held mouth)
+
+    def _lead_s(self) -> float:
+        return -self.mirror_hold_s if self.mirror else self.lookahead_s
 
     async def _emit_frame(self, ctx: StageContext, cur: _Speaking | None) -> None:
         mirror_in = ctx.input("mirror")
@@ -137,6 +148,7 @@ class CallArticulate(LiveArticulate):
         if mouth is not None:
             params[MOUTH] = mouth
             self.mirrored_frames += 1
+            self.stale_frames += self.buffer.ahead(t + 0.5 / self.fps)
         samples = self.buffer.audio(t, a1 - a0, self.sample_rate)
         stamp = ctx.stamp(k / self.fps)
         await ctx.output("audio").put(AudioFrame(pts=a0, time_base=self._atb, samples=samples,

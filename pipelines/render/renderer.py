@@ -203,7 +203,10 @@ class WarpRenderer(torch.nn.Module):
         b, _, h, w = rgb.shape
         k = torch.tensor([self._Y[0], self._U[0], self._V[0]], dtype=rgb.dtype, device=rgb.device) * 255.0
         y = F.conv2d(rgb, k[:1, :, None, None]).add_(self._Y[1] + 0.5)
-        uv = F.conv2d(F.avg_pool2d(rgb, 2), k[1:, :, None, None]).add_(128.5)
+        # 2x2 mean as two strided adds: F.avg_pool2d takes 10x longer on CPU (1.5 ms at 512²).
+        rows = rgb[..., ::2, :] + rgb[..., 1::2, :]
+        half = (rows[..., ::2] + rows[..., 1::2]).mul_(0.25)
+        uv = F.conv2d(half, k[1:, :, None, None]).add_(128.5)
         out = torch.empty(b, h * 3 // 2, w, dtype=torch.uint8, device=rgb.device)
         out[:, :h].copy_(y[:, 0].clamp_(0, 255))
         out[:, h:].copy_(uv.clamp_(0, 255).reshape(b, h // 2, w))  # U then V, each (h/2, w/2)

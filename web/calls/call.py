@@ -92,8 +92,7 @@ class Call:
         self.live = live_call_graph(mic=self.mic, sink=sink, voices=self.engines.tts, default_voice=s.voice,
                                     renderer=renderer, motion=motion, sample_rate=voice.sample_rate, fps=s.fps,
                                     lookahead_ms=s.call_lookahead_ms, mirror_delay_s=s.call_mirror_delay_s,
-                                    latency_budget_s=s.call_latency_budget_s)
-        self.live.articulate.lookahead_s = 0.0  # emit each frame at its media time: see docs/calls.md
+                                    render_margin_s=s.call_render_margin_s, latency_budget_s=s.call_latency_budget_s)
         self.set_mode(self.mode)
         self.session = Session(self.live.graph, clock=self._clock, paced=True, metrics=self.metrics,
                                session_id=self.id, on_event=self._on_event)
@@ -263,6 +262,20 @@ class Call:
             self.video_released.append((r.media_time, now))
             if len(self.video_released) > 4000:
                 del self.video_released[:2000]
+
+    def mirror_counts(self) -> dict[str, int]:
+        """Frames whose lips came from the caller's voice, and of those how many had to hold the
+        model's last mouth because its audio had not been heard in time (a too short delay)."""
+        a = self.live.articulate if self.live is not None else None
+        return {"mirrored_frames": a.mirrored_frames if a else 0, "stale_frames": a.stale_frames if a else 0}
+
+    def mic_jitter(self, last: int = 1500) -> list[float]:
+        """How late each caller audio chunk arrived relative to the earliest-arriving one
+        (the mic timeline is placed by that one), seconds."""
+        if self.session is None or self.session.media_clock.origin is None:
+            return []
+        origin = self.session.media_clock.origin
+        return [arrived - origin - t for t, arrived in list(self.mic.arrivals)[-last:]]
 
     def engine_latency(self, last: int = 1500) -> list[float]:
         """Mirror mode: for each caller audio chunk, seconds from its arrival to the release

@@ -155,13 +155,19 @@ async def call_stats(request: web.Request) -> web.StreamResponse:
         return _error(404, "unknown_call", "no such call")
     window = int(request.query.get("window", "1500"))  # chunks (20 ms each)
     lat = sorted(call.engine_latency(window)) if call.mode == "mirror" else []
-    pct = (lambda q: round(1000 * lat[min(len(lat) - 1, int(q * len(lat)))], 1)) if lat else (lambda q: None)
+    jitter = sorted(call.mic_jitter(window))
+
+    def pct(xs: list[float], q: float) -> float | None:
+        return round(1000 * xs[min(len(xs) - 1, int(q * len(xs)))], 1) if xs else None
+
     return web.json_response({
-        "latency_p50_ms": pct(0.5), "latency_p99_ms": pct(0.99),
+        "latency_p50_ms": pct(lat, 0.5), "latency_p99_ms": pct(lat, 0.99),
+        "mic_jitter_p50_ms": pct(jitter, 0.5), "mic_jitter_p99_ms": pct(jitter, 0.99),
         "id": call.id, "mode": call.mode, "state": call.pc.connectionState, "speaking": call.speaking,
         "av_offset_ms": round(call.av_offset_s * 1000, 1),
         "video_released": call.video_track.released, "audio_released": call.audio_track.released,
-        "mic_frames": call.mic.frames, "barge_in_reaction_ms": [round(1000 * x) for x in call.barge_ins],
+        "mic_frames": call.mic.frames, **call.mirror_counts(),
+        "barge_in_reaction_ms": [round(1000 * x) for x in call.barge_ins],
     })
 
 
