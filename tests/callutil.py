@@ -39,6 +39,22 @@ class Received:
     video: list[tuple[float, Any]] = field(default_factory=list)  # (arrival, av.VideoFrame)
     audio: list[tuple[float, np.ndarray, int]] = field(default_factory=list)  # (arrival, mono float, rate)
     events: list[dict[str, Any]] = field(default_factory=list)
+    video_pts: list[int] = field(default_factory=list)  # RTP timestamps (90 kHz) of the frames
+    audio_pts: list[int] = field(default_factory=list)  # RTP timestamps (48 kHz) of the frames
+    # RTCP sender reports by kind: (RTP timestamp, sender's NTP time in s) — what a browser
+    # lip-syncs with: both tracks mapped to the sender's clock.
+    sr: dict[str, list[tuple[int, float]]] = field(default_factory=lambda: {"audio": [], "video": []})
+    rtp_origin: dict[str, int] = field(default_factory=dict)  # aiortc counts received pts from the first
+
+    def sender_times(self, kind: str) -> np.ndarray:
+        """The sender's clock time of each received frame of `kind`, from its first SR."""
+        if not self.sr[kind]:
+            raise AssertionError(f"no RTCP sender report received for {kind}")
+        rtp0, ntp0 = self.sr[kind][0]
+        rate = 90000 if kind == "video" else 48000
+        pts = np.array(self.video_pts if kind == "video" else self.audio_pts, dtype=np.int64) + self.rtp_origin[kind]
+        diff = (pts - rtp0 + 2**31) % 2**32 - 2**31  # RTP timestamps wrap at 32 bits
+        return ntp0 + diff / rate
 
 
 class CallClient:
@@ -82,8 +98,23 @@ class CallClient:
                 self.location = r.headers["Location"]
                 answer = await r.text()
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        for t in self.pc.getTransceivers():
+            self._spy_sender_reports(t.receiver, t.kind)
         self.mic_started = time.monotonic()
         return 201
+
+    def _spy_sender_reports(self, receiver: Any, kind: str) -> None:
+        from aiortc.rtp import RtcpSrPacket
+
+        handle = receiver._handle_rtcp_packet
+
+        async def spy(packet: Any) -> None:
+            if isinstance(packet, RtcpSrPacket):
+                ntp = packet.sender_info.ntp_timestamp
+                self.got.sr[kind].append((packet.sender_info.rtp_timestamp, (ntp >> 32) + (ntp & 0xFFFFFFFF) / 2**32))
+            await handle(packet)
+
+        receiver._handle_rtcp_packet = spy
 
     async def _read(self, track: Any) -> None:
         with contextlib.suppress(MediaStreamError, asyncio.CancelledError):
@@ -93,11 +124,13 @@ class CallClient:
                 if track.kind == "video":
                     # keep the decoded frame; converting to RGB here would slow the receiver
                     self.got.video.append((now, frame if self.keep_video else None))
+                    self.got.video_pts.append(frame.pts)
                 else:
                     pcm = frame.to_ndarray().astype(np.float32) / 32768.0
                     ch = len(frame.layout.channels)
                     mono = pcm.reshape(-1, ch).mean(1) if not frame.format.is_planar else pcm.reshape(ch, -1).mean(0)
                     self.got.audio.append((now, mono, frame.sample_rate))
+                    self.got.audio_pts.append(frame.pts)
 
     async def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         async with aiohttp.ClientSession() as s, s.post(f"{self.http}{self.location}/{path}", json=body) as r:
@@ -112,6 +145,10 @@ class CallClient:
         if delete and self.location:
             async with aiohttp.ClientSession() as s, s.delete(f"{self.http}{self.location}") as r:
                 status = r.status
+        for tr in self.pc.getTransceivers():
+            mapper = getattr(tr.receiver, "_RTCRtpReceiver__timestamp_mapper", None)
+            if getattr(mapper, "_origin", None) is not None:
+                self.got.rtp_origin[tr.kind] = mapper._origin  # type: ignore[union-attr]
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -75,10 +75,22 @@ def test_mirror_call_streams_25fps_and_the_mouth_follows_the_caller(tmp_path: Pa
     scores = [pearson(gaps[k:], sent[: len(sent) - k]) for k in lags]
     assert max(scores) >= 0.5, scores
     assert int(np.argmax(scores)) <= 14  # under 600 ms from the caller's mouth to the avatar's
-    # Lip sync of what the avatar sends: the engine releases audio and mouth frames on one
-    # clock; its measured offset between them stays within a frame. (An aiortc receiver does
-    # no A/V sync of its own — its audio jitter buffer alone holds 80 ms — so the receiver's
-    # arrival times cannot show it; the browser test and /metrics do.)
+    # Lip sync of what the avatar sends, as a browser plays it: each received frame placed on
+    # the sender's clock through the RTCP sender reports of its track (an aiortc receiver does
+    # no A/V sync of its own, and its audio jitter buffer alone holds 80 ms, so arrival times
+    # cannot show it). The avatar's mouth against the avatar's own audio: in sync within 2 frames.
+    got = client.got
+    video_t, audio_t = got.sender_times("video"), got.sender_times("audio")
+    first = int(np.searchsorted(video_t, video_t[0] + 0.5))
+    shown = video_t[first:first + 250]
+    avatar_audio = [(t + len(x) / r, x, r) for t, (_, x, r) in zip(audio_t, got.audio, strict=True)]
+    heard = _envelope_at([t + 0.04 for t in shown], avatar_audio)  # each frame's display interval
+    mouth = mouth_gaps([rgb(f) for _, f in video[first:first + len(shown)]], probe)
+    lags = list(range(-4, 5))  # frames; positive: the mouth after the sound
+    scores = [pearson(mouth[max(k, 0):len(mouth) + min(k, 0)], heard[max(-k, 0):len(heard) - max(k, 0)])
+              for k in lags]
+    assert max(scores) >= 0.5, scores
+    assert abs(lags[int(np.argmax(scores))]) <= 2, dict(zip(lags, scores, strict=True))
     assert abs(client.stats_at_end["av_offset_ms"]) <= 40, client.stats_at_end  # type: ignore[attr-defined]
 
 
