@@ -129,3 +129,28 @@ def test_agent_says_a_sentence_and_barge_in_stops_it(tmp_path: Path) -> None:
     [reaction_ms] = client.stats_at_end["barge_in_reaction_ms"]  # type: ignore[attr-defined]
     assert reaction_ms <= 200, reaction_ms
     assert last_loud - caller_onset <= 0.6, last_loud - caller_onset
+
+
+@pytest.mark.timeout(120)
+def test_switching_an_agent_call_to_mirror_starts_mirroring_the_caller(tmp_path: Path) -> None:
+    """In agent mode the lip model does not run on the caller's voice (it would cost ~a third
+    of a core per call for nothing); switched to mirror, it starts from a fresh context and
+    the avatar's mouth follows the caller at once, none of its frames late."""
+    wav = _speech_wav(tmp_path / "mic.wav", lead_s=0.3, repeat=3)
+
+    async def scenario() -> tuple[dict, dict]:
+        async with server_process(**CALL) as http:
+            client = CallClient(http, wav=str(wav), keep_video=False)  # agent mode
+            assert await client.start() == 201
+            await asyncio.sleep(2.5)
+            before = await client.stats()
+            assert (await client.post("mode", {"mode": "mirror"}))[0] == 200
+            await asyncio.sleep(4.0)
+            after = await client.stats()
+            await client.close()
+            return before, after
+
+    before, after = asyncio.run(scenario())
+    assert before["mode"] == "agent" and before["mirrored_frames"] == 0, before
+    assert after["mode"] == "mirror" and after["mirrored_frames"] >= 75, after  # most of 4 s at 25 fps
+    assert after["stale_frames"] <= 0.05 * after["mirrored_frames"], after

@@ -212,6 +212,7 @@ class Call:
         self.mode = mode
         if self.live is not None:
             self.live.articulate.mirror = mode == "mirror"
+            self.live.mirror.active = mode == "mirror"
         self._broadcast({"type": "event", "kind": "mode", "mode": mode})
 
     # -- events -----------------------------------------------------------------------------
