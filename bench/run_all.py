@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 
 import torch
@@ -14,15 +15,23 @@ def main() -> None:
 
     results = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                            "torch": torch.__version__, "platform": platform.platform()}}
-    print("[1/2] runtime overhead", flush=True)
+    n = 2 + len(SEPARATE)
+    print(f"[1/{n}] runtime overhead", flush=True)
     sys.argv = [sys.argv[0]]
     results["runtime_overhead"] = runtime_overhead.main()
-    print("[2/2] render speed", flush=True)
+    print(f"[2/{n}] render speed", flush=True)
     results.update(render_speed.main())
     os.makedirs("bench/out", exist_ok=True)
     with open("bench/out/results.json", "w") as f:
         json.dump(results, f, indent=2)
     print("wrote bench/out/results.json")
+    # The others run servers of their own and write their own bench/out/*.json.
+    for i, module in enumerate(SEPARATE, start=3):
+        print(f"[{i}/{n}] {module}", flush=True)
+        subprocess.run([sys.executable, "-m", module], check=True)
+
+
+SEPARATE = ["bench.motion_latency", "bench.ws_latency", "bench.call_latency", "bench.call_mode_cpu"]
 
 
 if __name__ == "__main__":
