@@ -16,6 +16,7 @@ from web.stream.client import MediaPacket, StreamClient
 from web.stream.protocol import CloseCode, Stats
 from web.stream.sendqueue import SendQueue, SlowConsumer
 
+from web.app import resident_mb
 from wsutil import running_server
 
 
@@ -67,11 +68,9 @@ def test_audio_and_events_are_kept_until_the_client_is_too_far_behind() -> None:
 
 
 def rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+    mb = resident_mb()  # the server runs in this process
+    assert mb is not None, "no VmRSS"
+    return mb
 
 
 @pytest.mark.timeout(180)

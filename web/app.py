@@ -104,7 +104,7 @@ async def _healthz(request: web.Request) -> web.Response:
     if request.query.get("trim") == "1":
         await asyncio.to_thread(_trim_heap)
     registry: CallRegistry = request.app[CALLS]["registry"]
-    body = {"status": "ok", "tasks": len(asyncio.all_tasks()), "calls": len(registry.calls), "rss_mb": _rss_mb()}
+    body = {"status": "ok", "tasks": len(asyncio.all_tasks()), "calls": len(registry.calls), "rss_mb": resident_mb()}
     if request.query.get("tasks") == "1":  # what is running, by coroutine
         names = [getattr(t.get_coro(), "__qualname__", "?") for t in asyncio.all_tasks()]
         body["task_names"] = {n: names.count(n) for n in sorted(set(names))}
@@ -122,7 +122,8 @@ def _trim_heap() -> None:
         pass
 
 
-def _rss_mb() -> float | None:
+def resident_mb() -> float | None:
+    """This process's resident memory in MB (Linux; None elsewhere)."""
     try:
         with open("/proc/self/status") as f:
             for line in f:

@@ -33,6 +33,10 @@ class LiveCall:
     articulate: CallArticulate
     mirror: MirrorMouth
 
+    def set_mirror(self, on: bool) -> None:
+        """Mirror mode: the model runs on the caller's voice and the articulator shows it."""
+        self.articulate.mirror = self.mirror.active = on
+
 
 def live_call_graph(*, mic: Stage, sink: Stage, voices: VoiceResolver, default_voice: str,
                     renderer: EngineWorker[Any, Any], motion: EngineWorker[Any, Any], sample_rate: int,

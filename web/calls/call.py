@@ -211,8 +211,7 @@ class Call:
     def set_mode(self, mode: Mode) -> None:
         self.mode = mode
         if self.live is not None:
-            self.live.articulate.mirror = mode == "mirror"
-            self.live.mirror.active = mode == "mirror"
+            self.live.set_mirror(mode == "mirror")
         self._broadcast({"type": "event", "kind": "mode", "mode": mode})
 
     # -- events -----------------------------------------------------------------------------
