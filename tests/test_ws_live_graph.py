@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import numpy as np
+import pytest
 
 from pipelines.motion.live import LiveArticulate, viseme_track
 from pipelines.motion.params import MotionFrame
@@ -73,10 +74,10 @@ class Collect(Stage):
         await asyncio.gather(drain("audio", self.audio), drain("motion", self.motion))
 
 
-def build() -> tuple[Graph, LiveText, Collect]:
+def build(tts: Any = None) -> tuple[Graph, LiveText, Collect]:
     g = Graph("live_test", latency_budget_s=0.1)
     text, sink = LiveText("text", default_voice="v"), Collect("sink")
-    tts = FakeTTS()
+    tts = tts or FakeTTS()
 
     async def voices(_: str) -> Any:
         return tts
@@ -84,8 +85,8 @@ def build() -> tuple[Graph, LiveText, Collect]:
     g.add(text, LiveSynthesize("tts", voices), LiveArticulate("visemes", fps=FPS, sample_rate=RATE), sink)
     g.link("text.out", "tts.in", capacity=1, policy=LatePolicy.BLOCK)
     g.link("tts.out", "visemes.in", capacity=2, policy=LatePolicy.BLOCK)
-    g.link("visemes.audio", "sink.audio", capacity=100, policy=LatePolicy.BLOCK)
-    g.link("visemes.motion", "sink.motion", capacity=100, policy=LatePolicy.BLOCK)
+    g.link("visemes.audio", "sink.audio", capacity=1000, policy=LatePolicy.BLOCK)
+    g.link("visemes.motion", "sink.motion", capacity=1000, policy=LatePolicy.BLOCK)
     return g, text, sink
 
 
@@ -162,3 +163,74 @@ def test_interrupt_cuts_the_sentence_at_the_next_frame() -> None:
 def test_viseme_track_merges_repeats() -> None:
     ph = [Phoneme("SIL", 0, 50), Phoneme("M", 50, 100), Phoneme("B", 100, 150), Phoneme("AA", 150, 300)]
     assert viseme_track(ph) == [("sil", "SIL", 0, 50), ("PP", "M", 50, 150), ("aa", "AA", 150, 300)]
+
+
+class StreamingTTS:
+    """Like FakeTTS, but hands out a sentence as a live voice does: the first 0.12 s at once
+    (with the whole timeline), then 0.2 s pieces on request, each after `delay` seconds."""
+
+    def __init__(self, clock: FakeClock, delay: float) -> None:
+        self.clock, self.delay = clock, delay
+
+    async def run(self, items: list[Any]) -> list[Any]:
+        from pipelines.speech.stages import MoreSpeech, SpeechPiece
+
+        item = items[0]
+        if isinstance(item, MoreSpeech):
+            await self.clock.sleep(self.delay)
+            rest: list[np.ndarray] = item.rest  # type: ignore[assignment]
+            piece = rest.pop(0)
+            return [SpeechPiece(piece, done=not rest)]
+        [utt] = await FakeTTS().run(items)
+        head, step = int(0.12 * RATE), int(0.2 * RATE)
+        pieces = [utt.audio[i:i + step] for i in range(head, len(utt.audio), step)]
+        return [Utterance(utt.text, utt.audio[:head], RATE, utt.phonemes,
+                          pending=len(utt.audio) - head, rest=pieces)]
+
+
+def run_streamed(delay: float) -> tuple[np.ndarray, np.ndarray, list[Event], LiveArticulate]:
+    async def scenario() -> tuple[Collect, list[Event], LiveArticulate]:
+        clock = FakeClock(0.0)
+        g, text, sink = build(StreamingTTS(clock, delay))
+        articulate = g.stages["visemes"]
+        assert isinstance(articulate, LiveArticulate)
+        events: list[Event] = []
+        session = Session(g, clock=clock, paced=True, on_event=events.append)
+        task = asyncio.create_task(session.run())
+        await clock.advance(0.5)
+        text.say("u", "one two three four five")  # 1 s of speech
+        await clock.advance(2.0)
+        text.end()
+        await clock.run_until(task, step=0.01, limit=5)
+        await task
+        return sink, events, articulate
+
+    sink, events, articulate = asyncio.run(scenario())
+    audio = np.concatenate([f.samples for _, f in sink.audio])
+    mouth = np.array([f.params[0] for _, f in sink.motion])
+    return audio, mouth, events, articulate
+
+
+def test_a_streamed_sentence_plays_seamlessly_when_its_pieces_keep_up() -> None:
+    audio, mouth, events, articulate = run_streamed(delay=0.05)
+    started = next(e for e in events if e.kind == "utterance_started").data["media_time"]
+    done = next(e for e in events if e.kind == "utterance_done").data["media_time"]
+    assert done - started == pytest.approx(1.0, abs=0.041)  # the whole timeline, scheduled at once
+    s0 = round(started * RATE)
+    n = int(0.2 * RATE) * 5
+    tone = (0.5 * np.sin(np.arange(n) * 0.3)).astype(np.float32)
+    np.testing.assert_array_equal(audio[s0:s0 + n], tone)  # every piece in place, no gap
+    assert articulate.underrun_frames == 0
+    assert mouth[round(started * FPS) + 20] > 0.3  # still talking in the last pieces
+
+
+def test_a_late_piece_leaves_a_gap_not_a_shift() -> None:
+    audio, _, events, articulate = run_streamed(delay=0.3)  # slower than the audio it makes
+    started = next(e for e in events if e.kind == "utterance_started").data["media_time"]
+    done = next(e for e in events if e.kind == "utterance_done").data["media_time"]
+    assert done - started == pytest.approx(1.0, abs=0.041)  # lips keep their schedule
+    assert articulate.underrun_frames > 0
+    s0 = round(started * RATE)
+    spoken = audio[s0:s0 + RATE]
+    assert np.abs(spoken[: int(0.12 * RATE)]).max() > 0.4  # the first words play
+    assert (np.abs(spoken) < 1e-9).sum() > 0.1 * RATE  # then silence where pieces came late

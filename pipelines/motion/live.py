@@ -9,7 +9,10 @@ first frame under one frame period while giving the renderer and encoder a littl
 Frames carry silence and a closed mouth unless a sentence is being spoken; the idle stage
 downstream adds blinks, sway and breathing either way.
 
-A sentence starts at the first frame not yet emitted; an interrupt (a new epoch) drops the rest
+A sentence starts at the first frame not yet emitted; a streamed sentence (the natural voice)
+starts with only its first words of audio, and the rest arrives in pieces (SpokenAudio) while
+those play; a piece that comes too late leaves a silent gap (counted in `underrun_frames`)
+rather than stopping the clock. An interrupt (a new epoch) drops the rest
 of the sentence being spoken at the next frame. Unpaced (tests, files) there is no idle: the
 loop waits for speech, like `Articulate`.
 """
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.speech.live import SpokenSegment
+from pipelines.speech.live import SpokenAudio, SpokenSegment
 from pipelines.speech.types import Phoneme, Utterance
 from realtime import AudioFrame, Channel, ChannelClosed, Stage, StageContext
 
@@ -54,14 +57,20 @@ def viseme_track(phonemes: list[Phoneme]) -> list[tuple[str, str, float, float]]
 @dataclass(slots=True)
 class _Speaking:
     spoken: SpokenSegment
-    audio: np.ndarray  # padded to whole frames
+    audio: np.ndarray  # the sentence's audio at the session rate, padded to whole frames
     mouth: np.ndarray  # (n, 5)
     start: int  # first frame index
     n: int
+    have: int  # audio[:have] has arrived (all of it unless the sentence is streamed)
+    raw: np.ndarray  # a streamed sentence's audio so far at the voice's rate (for resampling)
+    complete: bool
 
     @property
     def epoch(self) -> int:
         return self.spoken.segment.epoch
+
+    def owns(self, piece: SpokenAudio) -> bool:
+        return piece.segment == self.spoken.segment
 
 
 class LiveArticulate(Stage):
@@ -81,7 +90,9 @@ class LiveArticulate(Stage):
         self.fps, self.sample_rate = fps, sample_rate
         self.lookahead_s = lookahead_frames / fps
         self.frame = 0  # next video frame index on the session timeline
+        self.underrun_frames = 0  # frames of a streamed sentence whose audio had not arrived
         self._atb, self._vtb = video_time_base(sample_rate), video_time_base(fps)
+        self._held: object | None = None  # an item read while looking for audio pieces
 
     def _lead_s(self) -> float:
         """How long before its media time the next frame is emitted (negative: after)."""
@@ -112,6 +123,8 @@ class LiveArticulate(Stage):
                 t0 = ctx.clock.now()
                 cur = self._start(ctx, spoken)  # type: ignore[arg-type]
                 meter.work(ctx.clock.now() - t0)  # the viseme function, once per sentence
+            if cur is not None and not cur.complete:
+                await self._take_audio(ctx, inp, cur)
             await self._emit_frame(ctx, cur)
             meter.frames_out()
             if cur is not None and self.frame >= cur.start + cur.n:
@@ -124,7 +137,9 @@ class LiveArticulate(Stage):
     async def _next(self, ctx: StageContext, inp: Channel[object]) -> SpokenSegment | object | None:
         """The next live segment; _IDLE if none is ready (paced); None at end of stream."""
         while True:
-            if ctx.paced:
+            if self._held is not None:
+                item, self._held = self._held, None
+            elif ctx.paced:
                 item = inp.try_get()
                 if item is None:
                     return None if inp.closed else _IDLE
@@ -148,29 +163,66 @@ class LiveArticulate(Stage):
             if seg.last:
                 ctx.event("utterance_done", **ident, media_time=t0)
             return None
-        audio = self._resampled(utt)
-        n = max(1, math.ceil(len(audio) * self.fps / self.sample_rate))
-        while self._boundary(self.frame + n) - self._boundary(self.frame) < len(audio):
+        total = round(utt.total_samples * self.sample_rate / utt.sample_rate)
+        n = max(1, math.ceil(total * self.fps / self.sample_rate))
+        while self._boundary(self.frame + n) - self._boundary(self.frame) < total:
             n += 1
         padded = np.zeros(self._boundary(self.frame + n) - self._boundary(self.frame), np.float32)
-        padded[: len(audio)] = audio
-        scale = len(audio) / len(utt.audio)  # timings follow the audio if it was resampled
+        cur = _Speaking(spoken, padded, np.zeros((0, 5)), self.frame, n, have=0,
+                        raw=utt.audio.astype(np.float32, copy=False), complete=utt.pending == 0)
+        self._fill(cur, utt.sample_rate)
+        scale = total / utt.total_samples  # timings follow the audio if it was resampled
         for w in utt.words:
             ctx.event("word", **ident, text=w.text, char_start=w.char_start, char_end=w.char_end,
                       start=t0 + scale * w.start_ms / 1000, end=t0 + scale * w.end_ms / 1000)
         ctx.event("visemes", **ident, items=[(v, p, t0 + scale * s / 1000, t0 + scale * e / 1000)
                                              for v, p, s, e in viseme_track(utt.phonemes)])
-        mouth = mouth_params(utt.phonemes, n, self.fps) if scale == 1.0 else mouth_params(
+        cur.mouth = mouth_params(utt.phonemes, n, self.fps) if scale == 1.0 else mouth_params(
             [Phoneme(p.symbol, p.start_ms * scale, p.end_ms * scale) for p in utt.phonemes], n, self.fps)
-        return _Speaking(spoken, padded, mouth, self.frame, n)
+        return cur
 
-    def _resampled(self, utt: Utterance) -> np.ndarray:
-        """All voices here speak at the session rate; any other is linearly resampled."""
-        if utt.sample_rate == self.sample_rate:
-            return utt.audio.astype(np.float32, copy=False)
-        n = round(len(utt.audio) * self.sample_rate / utt.sample_rate)
-        x = np.arange(n) * (utt.sample_rate / self.sample_rate)
-        return np.interp(x, np.arange(len(utt.audio)), utt.audio).astype(np.float32)
+    def _fill(self, cur: _Speaking, rate: int) -> None:
+        """Resample what has arrived of cur's audio into cur.audio (from cur.have on)."""
+        raw = cur.raw
+        if rate == self.sample_rate:
+            end = min(len(raw), len(cur.audio))
+            cur.audio[cur.have:end] = raw[cur.have:end]
+            cur.have = end
+            return
+        # Linear interpolation on the sentence's one sample grid, so pieces join seamlessly:
+        # output sample j sits at input position j * rate / sample_rate; only positions with
+        # both neighbours present are made now (all of them once the sentence is complete).
+        step = rate / self.sample_rate
+        last = len(raw) - 1 if not cur.complete else len(raw) - 1 + step
+        end = min(len(cur.audio), int(last / step) + 1) if len(raw) else cur.have
+        if end > cur.have:
+            x = np.arange(cur.have, end) * step
+            cur.audio[cur.have:end] = np.interp(x, np.arange(len(raw)), raw)
+            cur.have = end
+
+    async def _take_audio(self, ctx: StageContext, inp: Channel[object], cur: _Speaking) -> None:
+        """Adds the audio pieces of cur that have arrived. Unpaced, waits for the ones the next
+        frame needs (nothing is late without a clock)."""
+        need = self._boundary(self.frame + 1) - self._boundary(cur.start)
+        rate = cur.spoken.utterance.sample_rate if cur.spoken.utterance else self.sample_rate
+        while not cur.complete and self._held is None:
+            if ctx.paced or cur.have >= need:
+                item = inp.try_get()
+                if item is None:
+                    return
+            else:
+                try:
+                    item = await inp.get()
+                except ChannelClosed:
+                    cur.complete = True
+                    return
+            if isinstance(item, SpokenAudio):
+                if cur.owns(item):
+                    cur.raw = np.concatenate([cur.raw, item.audio.astype(np.float32, copy=False)])
+                    cur.complete = item.done
+                    self._fill(cur, rate)
+                continue  # a piece of an interrupted sentence: dropped
+            self._held = item  # the next sentence: it waits for this one to end
 
     async def _emit_frame(self, ctx: StageContext, cur: _Speaking | None) -> None:
         k = self.frame
@@ -181,6 +233,8 @@ class LiveArticulate(Stage):
         else:
             base = self._boundary(cur.start)
             samples = cur.audio[a0 - base:a1 - base]
+            if a1 - base > cur.have and not cur.complete:
+                self.underrun_frames += 1
             params[MOUTH] = cur.mouth[k - cur.start]
         stamp = ctx.stamp(k / self.fps)
         await ctx.output("audio").put(AudioFrame(pts=a0, time_base=self._atb, samples=samples,

@@ -1,11 +1,13 @@
 """Live text in: utterances that arrive while the session runs, whole (`say`) or in fragments
 (`append`, e.g. an LLM's tokens), spoken sentence by sentence as soon as a sentence is complete.
 
-    LiveText ──LiveSegment──► LiveSynthesize ──SpokenSegment──► (LiveArticulate)
+    LiveText ──LiveSegment──► LiveSynthesize ──SpokenSegment, SpokenAudio──► (LiveArticulate)
 
 An *utterance* is one `say`, or one run of `append`s closed by `flush`; it is split into
 sentences (`LiveSegment`), each synthesized on its own so the first is heard while the next
-is being written or synthesized. Segments carry their utterance's id, their place in it and
+is being written or synthesized. A sentence of the natural voice is handed on as soon as its
+first words are decoded (SpokenSegment, with the whole timeline), its remaining audio follows in
+pieces (SpokenAudio) while the first words play. Segments carry their utterance's id, their place in it and
 the session epoch they were queued in: after an interrupt, older ones are dropped wherever
 they are found.
 """
@@ -17,15 +19,18 @@ import re
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from engines import EngineWorker
 from realtime import Stage, StageContext
 
 from .sentences import _is_abbreviation, split_sentences
-from .stages import TextSegment
+from .stages import MoreSpeech, SpeechPiece, TextSegment
 from .types import Utterance
 
-VoiceResolver = Callable[[str], Awaitable[EngineWorker[TextSegment, Utterance]]]
+VoiceResolver = Callable[[str], Awaitable[EngineWorker[Any, Any]]]
 
 # A sentence whose text ends like this is complete even when nothing follows it yet (a
 # streaming client sends "world." and the space only with the next word: not waiting for it
@@ -42,6 +47,7 @@ class LiveSegment(TextSegment):
     last: bool = False  # the utterance ends with this segment (its text may be empty)
     voice: str = ""
     epoch: int = 0
+    stream: bool = True  # live: hand on the first words before the sentence is synthesized
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +55,17 @@ class SpokenSegment:
     """A segment and its speech (None when it had nothing to say or synthesis failed)."""
 
     segment: LiveSegment
-    utterance: Utterance | None
+    utterance: Utterance | None  # with `pending` > 0 its audio continues in SpokenAudio pieces
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpokenAudio:
+    """The next piece of a streamed sentence's audio (same segment as its SpokenSegment)."""
+
+    segment: LiveSegment
+    audio: np.ndarray
+    done: bool
 
 
 @dataclass(slots=True)
@@ -198,7 +213,7 @@ class LiveSynthesize(Stage):
             if not isinstance(seg, LiveSegment) or seg.epoch < ctx.epoch():
                 continue
             meter.frames_in()
-            utt, error = None, None
+            utt, error, worker = None, None, None
             if any(ch.isalnum() for ch in seg.text):
                 t0 = ctx.clock.now()
                 try:
@@ -216,6 +231,17 @@ class LiveSynthesize(Stage):
                           timing=utt.timing, duration=utt.duration_ms / 1000)
             await ctx.output().put(SpokenSegment(seg, utt, error))
             meter.frames_out()
+            rest = utt.rest if utt is not None else None
+            while rest is not None and worker is not None and seg.epoch >= ctx.epoch():
+                t0 = ctx.clock.now()
+                [piece] = await worker.run([MoreSpeech(rest)])
+                meter.work(ctx.clock.now() - t0)
+                assert isinstance(piece, SpeechPiece)
+                if seg.epoch < ctx.epoch():
+                    break
+                await ctx.output().put(SpokenAudio(seg, piece.audio, piece.done))
+                if piece.done:
+                    break
 
 
-__all__ = ["LiveSegment", "LiveSynthesize", "LiveText", "SpokenSegment", "VoiceResolver", "complete_prefix"]
+__all__ = ["LiveSegment", "LiveSynthesize", "LiveText", "SpokenAudio", "SpokenSegment", "VoiceResolver", "complete_prefix"]

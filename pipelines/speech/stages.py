@@ -5,6 +5,8 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from engines import Engine, EngineWorker
 from realtime import Stage, StageContext
 
@@ -19,9 +21,25 @@ class TextSegment:
 
     text: str
     offset: int = 0
+    # Live sessions want a sentence's first words as soon as they exist (SpeechSynthesizer.start):
+    # the Utterance may then come back with only its beginning, the rest through MoreSpeech.
+    stream: bool = False
 
 
-class SpeechEngine(Engine[TextSegment, Utterance]):
+@dataclass(frozen=True, slots=True)
+class MoreSpeech:
+    """Asks the engine for the next piece of a streamed sentence (an Utterance's `rest`)."""
+
+    rest: object
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechPiece:
+    audio: np.ndarray  # continues the sentence's audio where the last piece ended
+    done: bool  # the sentence is complete with this piece
+
+
+class SpeechEngine(Engine[TextSegment | MoreSpeech, Utterance | SpeechPiece]):
     """The synthesizer behind the engine interface, so TTS runs on its own thread."""
 
     name = "tts"
@@ -35,10 +53,14 @@ class SpeechEngine(Engine[TextSegment, Utterance]):
     def warmup(self) -> None:
         self.synth.synthesize("Hello.")
 
-    def run_batch(self, items: Sequence[TextSegment]) -> list[Utterance]:
-        out = []
+    def run_batch(self, items: Sequence[TextSegment | MoreSpeech]) -> list[Utterance | SpeechPiece]:
+        out: list[Utterance | SpeechPiece] = []
         for seg in items:
-            utt = self.synth.synthesize(seg.text)
+            if isinstance(seg, MoreSpeech):
+                audio = self.synth.more(seg.rest)
+                out.append(SpeechPiece(audio, done=bool(getattr(seg.rest, "done", True))))
+                continue
+            utt = self.synth.start(seg.text) if seg.stream else self.synth.synthesize(seg.text)
             utt.words = [dataclasses.replace(w, char_start=w.char_start + seg.offset,
                                              char_end=w.char_end + seg.offset) for w in utt.words]
             out.append(utt)
@@ -82,4 +104,4 @@ class Synthesize(Stage):
             meter.frames_out()
 
 
-__all__ = ["SpeechEngine", "Synthesize", "TextSegment", "TextSource", "Utterance", "Word"]
+__all__ = ["MoreSpeech", "SpeechEngine", "SpeechPiece", "Synthesize", "TextSegment", "TextSource", "Utterance", "Word"]

@@ -1,17 +1,22 @@
 """Text -> speech audio + phoneme/word timeline: the front door of pipelines.speech.
 
 Voices: "joe" (piper, natural, English; the default) and every espeak-ng voice ("en-us", "de",
-"fr", "en-us+f3", ...; robotic, but any language and exact timings). `stream()` speaks one
-sentence at a time so the first audio is ready after one sentence, not after the whole text.
+"fr", "en-us+f3", ...; robotic, but any language). Both give exact timings: espeak reports its
+phoneme events, piper its durations (piper_timeline). `stream()` speaks one sentence at a time
+so the first audio is ready after one sentence, not after the whole text; `start()` goes
+further for piper and hands out a sentence's first words while the rest is still synthesized.
 """
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterator
 
+import numpy as np
+
 from . import espeak
-from .align import ForcedAligner
-from .piper_voice import PiperBackend
+from .piper_timeline import piper_timeline
+from .piper_voice import HOP, PiperBackend, PiperSpeech
 from .sentences import Sentence, split_sentences
 from .timeline import shift_words
 from .types import Utterance
@@ -19,6 +24,11 @@ from .types import Utterance
 DEFAULT_VOICE = "joe"
 PIPER_VOICES = ("joe",)
 RATE_RANGE = (0.5, 2.0)
+# A streamed piper sentence: the first piece is this many latent frames (~0.19 s of audio),
+# each next piece twice the last, up to the cap: the first words come fast, and every piece
+# is decoded well before the audio in front of it has been played.
+FIRST_PIECE_FRAMES = 16
+MAX_PIECE_FRAMES = 384
 PITCH_RANGE = (0.5, 2.0)
 
 
@@ -53,7 +63,12 @@ def _check_text(text: str) -> str:
 class SpeechSynthesizer:
     """Speaks text with one voice at one rate and pitch (both multipliers, 1.0 = normal)."""
 
-    def __init__(self, voice: str = DEFAULT_VOICE, rate: float = 1.0, pitch: float = 1.0) -> None:
+    def __init__(self, voice: str = DEFAULT_VOICE, rate: float = 1.0, pitch: float = 1.0,
+                 seed: int | None = None) -> None:
+        # seed: piper draws random noise for every sentence (its delivery varies); seeded, a
+        # sentence comes out the same each time (training and evaluation data). espeak is
+        # deterministic either way.
+        self.seed = seed
         self.rate = _check_range("rate", rate, RATE_RANGE)
         self.pitch = _check_range("pitch", pitch, PITCH_RANGE)
         name = (voice or "").strip().lower()
@@ -67,9 +82,8 @@ class SpeechSynthesizer:
                 raise SpeechError(
                     f"unknown voice {voice!r}; try one of: {some} (all: available_voices())"
                 ) from None
-        # Created on first use: the piper model takes ~0.3-0.5 s to load, the aligner ~0.15 s.
+        # Created on first use: the piper model takes ~1 s to load.
         self._piper: PiperBackend | None = None
-        self._aligner: ForcedAligner | None = None
 
     @property
     def is_piper(self) -> bool:
@@ -92,12 +106,47 @@ class SpeechSynthesizer:
             return Utterance(text, res.audio, res.sample_rate, res.phonemes, res.words,
                              timing="espeak")
         piper = self._piper_backend()
-        audio = piper.synthesize(text, self.rate, self.pitch)
-        if self._aligner is None:
-            self._aligner = ForcedAligner()
-        alignment = self._aligner.align(audio, piper.sample_rate, text)
-        return Utterance(text, audio, piper.sample_rate, alignment.phonemes, alignment.words,
-                         timing=alignment.method)
+        speech = piper.start(text, self.rate, self.pitch, self._rng(text))
+        return self._piper_utterance(text, speech, piper.decode(speech))
+
+    def start(self, text: str) -> Utterance:
+        """Like synthesize(), but a piper sentence comes back with only its first piece of audio
+        (`pending` > 0, `rest` set): the rest comes from more(), piece by piece. The timeline
+        covers the whole sentence already. espeak sentences come back whole."""
+        text = _check_text(text)
+        if not self.is_piper or self.pitch != 1.0:  # pitch resamples: whole sentences only
+            return self.synthesize(text)
+        piper = self._piper_backend()
+        speech = piper.start(text, self.rate, self.pitch, self._rng(text))
+        head = piper.decode(speech, FIRST_PIECE_FRAMES)
+        utt = self._piper_utterance(text, speech, head)
+        if not speech.done:
+            utt.pending = speech.total_frames * HOP - len(head)
+            utt.rest = _Rest(speech, FIRST_PIECE_FRAMES)
+        return utt
+
+    def _rng(self, text: str) -> np.random.Generator | None:
+        if self.seed is None:
+            return None
+        key = f"{text}|{self.rate:.6f}|{self.pitch:.6f}".encode()
+        return np.random.default_rng([self.seed, zlib.crc32(key)])
+
+    def more(self, rest: object) -> np.ndarray:
+        """The next piece of a sentence begun with start(); empty once it is all out."""
+        assert isinstance(rest, _Rest)
+        if rest.speech.done:
+            return np.zeros(0, np.float32)
+        rest.piece = min(2 * rest.piece, MAX_PIECE_FRAMES)
+        return self._piper_backend().decode(rest.speech, rest.piece)
+
+    def _piper_utterance(self, text: str, speech: PiperSpeech, audio: np.ndarray) -> Utterance:
+        piper = self._piper_backend()
+        # With pitch the audio was resampled (whole sentences only): times shrink with it.
+        scale = len(audio) / (speech.total_frames * HOP) if self.pitch != 1.0 and speech.done else 1.0
+        phonemes, words = piper_timeline(
+            text, [(s.phonemes, s.samples, s.lead_samples) for s in speech.sentences], piper.sample_rate,
+            piper.phonemize_word, time_scale=scale)
+        return Utterance(text, audio, piper.sample_rate, phonemes, words, timing="piper")
 
     def stream(self, text: str) -> Iterator[Utterance]:
         """One Utterance per sentence, each synthesized only when the consumer asks for it.
@@ -115,3 +164,16 @@ class SpeechSynthesizer:
             utt.words = shift_words(utt.words, sentence.start)
             utt.char_offset = sentence.start
             yield utt
+
+
+class _Rest:
+    """A piper sentence still being decoded, and the size of the piece handed out last."""
+
+    __slots__ = ("speech", "piece")
+
+    def __init__(self, speech: PiperSpeech, piece: int) -> None:
+        self.speech, self.piece = speech, piece
+
+    @property
+    def done(self) -> bool:
+        return self.speech.done

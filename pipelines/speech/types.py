@@ -46,7 +46,15 @@ class Utterance:
     # (forced alignment), "pocketsphinx-words" (aligned words, phonemes spread inside them),
     # "dtw" or "proportional" (fallbacks, coarser).
     timing: str = ""
+    # A streamed sentence: `audio` is its beginning, `pending` samples are still being
+    # synthesized (the timeline already covers them), `rest` is the engine's handle to them.
+    pending: int = 0
+    rest: object | None = None
+
+    @property
+    def total_samples(self) -> int:
+        return len(self.audio) + self.pending
 
     @property
     def duration_ms(self) -> float:
-        return 1000.0 * len(self.audio) / self.sample_rate
+        return 1000.0 * self.total_samples / self.sample_rate

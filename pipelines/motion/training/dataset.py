@@ -47,7 +47,14 @@ class DataConfig:
     lookaheads_ms: list[int] = field(default_factory=lambda: [0, 20, 40, 60, 80, 100, 120])
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        # DATA_VERSION: what the config cannot say (how targets are made) is part of the key too.
+        blob = json.dumps({**asdict(self), "data_version": DATA_VERSION}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# 2: piper's timelines come from its own durations (were: pocketsphinx forced alignment), and
+# its noise is seeded per sentence (the data is the same on every run).
+DATA_VERSION = 2
 
 
 @dataclass
@@ -115,7 +122,8 @@ class _Voices:
         SpeechSynthesizer(name, rate=rate, pitch=pitch)  # validates (cheap: loads nothing)
         synth = self._synths.get(name)
         if synth is None:
-            synth = self._synths[name] = SpeechSynthesizer(name)
+            # Seeded: piper's delivery is random, and the data must be the same on every run.
+            synth = self._synths[name] = SpeechSynthesizer(name, seed=0)
         synth.rate, synth.pitch = rate, pitch  # type: ignore[attr-defined]
         return synth.synthesize(text)  # type: ignore[attr-defined]
 
