@@ -169,8 +169,8 @@ class StreamingTTS:
     """Like FakeTTS, but hands out a sentence as a live voice does: the first 0.12 s at once
     (with the whole timeline), then 0.2 s pieces on request, each after `delay` seconds."""
 
-    def __init__(self, clock: FakeClock, delay: float) -> None:
-        self.clock, self.delay = clock, delay
+    def __init__(self, clock: FakeClock, delay: float, rate: int = RATE) -> None:
+        self.clock, self.delay, self.rate = clock, delay, rate  # rate: the voice's own
 
     async def run(self, items: list[Any]) -> list[Any]:
         from pipelines.speech.stages import MoreSpeech, SpeechPiece
@@ -182,16 +182,21 @@ class StreamingTTS:
             piece = rest.pop(0)
             return [SpeechPiece(piece, done=not rest)]
         [utt] = await FakeTTS().run(items)
-        head, step = int(0.12 * RATE), int(0.2 * RATE)
-        pieces = [utt.audio[i:i + step] for i in range(head, len(utt.audio), step)]
-        return [Utterance(utt.text, utt.audio[:head], RATE, utt.phonemes,
-                          pending=len(utt.audio) - head, rest=pieces)]
+        audio = tone(len(utt.audio) * self.rate // RATE)
+        head, step = int(0.12 * self.rate), int(0.2 * self.rate)
+        pieces = [audio[i:i + step] for i in range(head, len(audio), step)]
+        return [Utterance(utt.text, audio[:head], self.rate, utt.phonemes,
+                          pending=len(audio) - head, rest=pieces)]
 
 
-def run_streamed(delay: float) -> tuple[np.ndarray, np.ndarray, list[Event], LiveArticulate]:
+def tone(n: int) -> np.ndarray:
+    return (0.5 * np.sin(np.arange(n) * 0.3)).astype(np.float32)
+
+
+def run_streamed(delay: float, rate: int = RATE) -> tuple[np.ndarray, np.ndarray, list[Event], LiveArticulate]:
     async def scenario() -> tuple[Collect, list[Event], LiveArticulate]:
         clock = FakeClock(0.0)
-        g, text, sink = build(StreamingTTS(clock, delay))
+        g, text, sink = build(StreamingTTS(clock, delay, rate))
         articulate = g.stages["visemes"]
         assert isinstance(articulate, LiveArticulate)
         events: list[Event] = []
@@ -218,10 +223,21 @@ def test_a_streamed_sentence_plays_seamlessly_when_its_pieces_keep_up() -> None:
     assert done - started == pytest.approx(1.0, abs=0.041)  # the whole timeline, scheduled at once
     s0 = round(started * RATE)
     n = int(0.2 * RATE) * 5
-    tone = (0.5 * np.sin(np.arange(n) * 0.3)).astype(np.float32)
-    np.testing.assert_array_equal(audio[s0:s0 + n], tone)  # every piece in place, no gap
+    np.testing.assert_array_equal(audio[s0:s0 + n], tone(n))  # every piece in place, no gap
     assert articulate.underrun_frames == 0
     assert mouth[round(started * FPS) + 20] > 0.3  # still talking in the last pieces
+
+
+def test_a_streamed_voice_at_another_rate_is_resampled_across_its_pieces() -> None:
+    voice_rate = 3 * RATE // 2
+    audio, _, events, articulate = run_streamed(delay=0.05, rate=voice_rate)
+    started = next(e for e in events if e.kind == "utterance_started").data["media_time"]
+    s0, n = round(started * RATE), RATE  # one second of speech
+    src = tone(voice_rate)
+    expected = np.interp(np.arange(n) * voice_rate / RATE, np.arange(len(src)), src)
+    # one interpolation over the whole sentence: the joins between pieces leave no trace
+    np.testing.assert_allclose(audio[s0:s0 + n - 1], expected[:-1], atol=1e-6)
+    assert articulate.underrun_frames == 0
 
 
 def test_a_late_piece_leaves_a_gap_not_a_shift() -> None:
