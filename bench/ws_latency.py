@@ -200,8 +200,23 @@ async def one_stream(url: str, seconds: float, size: int, k: int) -> dict[str, A
         rate = float(np.polyfit([p.received for p in steady], [p.end for p in steady], 1)[0])
         lag = np.array([p.received - p.end for p in steady])
         fps = len(steady) / (steady[-1].end - steady[0].time)  # frames delivered per media second
+        # A slope below 1 is either a lasting drift or a delay that grew once and then stays
+        # (queues filling to the latency budget under load): the delay in successive thirds of
+        # the run tells them apart, and so does the slope over the last half alone.
+        thirds = [float(np.median(part)) * 1000 for part in np.array_split(lag, 3)]
+        thirds = [x - thirds[0] for x in thirds]  # growth since the first third (clocks differ)
+        half = steady[len(steady) // 2:]
+        rate_half = float(np.polyfit([p.received for p in half], [p.end for p in half], 1)[0])
+        # The same slope on the server's side: media time sent against its own clock (stats
+        # events), which leaves out socket buffers and this client's own event loop.
+        st = [x for x in stats if x.wall_time > 2.0]
+        server_rate = float(np.polyfit([x.wall_time for x in st], [x.media_time for x in st], 1)[0]) \
+            if len(st) >= 3 else float("nan")
         last = stats[-1]
-        return {"realtime_factor": round(rate, 4), "delivered_fps": round(fps, 1), "video_frames": len(video),
+        return {"realtime_factor": round(rate, 4), "realtime_factor_last_half": round(rate_half, 4),
+                "server_realtime_factor": round(server_rate, 4),
+                "delay_by_third_ms": [round(x, 1) for x in thirds],
+                "delivered_fps": round(fps, 1), "video_frames": len(video),
                 "arrival_jitter_ms": round(float(np.percentile(lag, 99) - np.percentile(lag, 1)) * 1000, 1),
                 "utterances": i + 1,
                 "dropped_by_send_queue": last.video_dropped, "late_in_pipeline": last.frames_late,
@@ -216,8 +231,17 @@ async def bench_concurrent(url: str, n: int, seconds: float, size: int) -> dict[
     fps = [r["delivered_fps"] for r in results]
     print(f"  {n} streams for {time.monotonic() - t0:.0f} s: real-time factor min {min(rates):.4f} "
           f"mean {np.mean(rates):.3f}; delivered fps min {min(fps)} mean {np.mean(fps):.1f}", flush=True)
+    half = [r["realtime_factor_last_half"] for r in results]
+    server = [r["server_realtime_factor"] for r in results]
+    print(f"  sent by the server per second of its clock: min {min(server):.4f} mean {np.mean(server):.4f}", flush=True)
+    thirds = np.array([r["delay_by_third_ms"] for r in results])
+    print(f"  slope over the last half: min {min(half):.4f} mean {np.mean(half):.4f}; median growth of the delay "
+          f"by third of the run: {', '.join(f'{x:.0f}' for x in np.median(thirds, 0))} ms", flush=True)
     return {"streams": results, "realtime_factor_min": min(rates),
             "realtime_factor_mean": round(float(np.mean(rates)), 3),
+            "server_realtime_factor_min": min(server), "server_realtime_factor_mean": round(float(np.mean(server)), 4),
+            "realtime_factor_last_half_min": min(half), "realtime_factor_last_half_mean": round(float(np.mean(half)), 4),
+            "delay_by_third_ms_median": [round(float(x), 1) for x in np.median(thirds, 0)],
             "delivered_fps_min": min(fps), "delivered_fps_mean": round(float(np.mean(fps)), 1),
             "late_frames_total": sum(r["late_in_pipeline"] for r in results),
             "say_to_first_video_under_load": pct(lat) if lat else None}
