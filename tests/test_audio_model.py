@@ -12,6 +12,7 @@ import torch
 from engines.weights import WeightsError, verified_weights
 from pipelines.motion.audio_model import (AudioToMotion, ModelConfig, StreamingAudioToMotion, infer,
                                           load_audio_model, token_centre, token_end)
+from pipelines.motion.streaming_onnx import OnnxStep
 from pipelines.motion.training.augment import add_noise, opus_round_trip
 from pipelines.motion.training.train import TrainConfig, write_checkpoint
 
@@ -32,6 +33,30 @@ def test_streaming_in_random_chunks_equals_whole_signal() -> None:
         i += n
     assert np.allclose(np.concatenate(got_t), times)
     assert np.allclose(np.concatenate(got_p), whole, atol=1e-5)
+
+
+def test_onnx_streaming_step_equals_whole_signal() -> None:
+    """The live path's onnxruntime step: same outputs as whole-signal torch inference, from
+    a fresh stream (empty cache slots masked) through more than one attention window."""
+    torch.manual_seed(3)
+    model = AudioToMotion().eval()
+    x = (np.random.default_rng(4).standard_normal(16000 * 4) * 0.1).astype(np.float32)
+    x[16000:24000] = 0  # digital silence: the rest gate inside the graph
+    times, whole = infer(model, x, 80)
+    step = OnnxStep.build(model)
+    stream = StreamingAudioToMotion(model, 80, step)
+    rng = np.random.default_rng(5)
+    got_t, got_p, i = [], [], 0
+    while i < len(x):
+        n = int(rng.integers(1, 2000))
+        t, p = stream.push(x[i:i + n])
+        got_t.append(t)
+        got_p.append(p)
+        i += n
+    assert np.allclose(np.concatenate(got_t), times)
+    got = np.concatenate(got_p)
+    assert got.shape == whole.shape and np.abs(got - whole).max() < 1e-4
+    assert (got[52:72] == 0).all()  # digital silence: mouth at rest
 
 
 def test_model_is_small_and_causal_with_lookahead_heads() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipelines.audio.features import HOP, N_MELS, SAMPLE_RATE, WINDOW
+
+if TYPE_CHECKING:
+    from .streaming_onnx import OnnxStep
 
 FRAMES_PER_TOKEN = 2
 TOKEN_S = FRAMES_PER_TOKEN * HOP / SAMPLE_RATE  # 0.02
@@ -114,7 +118,7 @@ class AudioToMotion(nn.Module):
     def tokens(self, feats: torch.Tensor) -> torch.Tensor:
         """(B, F, N_MELS) log-mel -> (B, F // 2, 2 * N_MELS) normalised token inputs."""
         b, f, _ = feats.shape
-        f -= f % FRAMES_PER_TOKEN
+        f = f - f % FRAMES_PER_TOKEN
         x = (feats[:, :f] - self.feat_mean) / self.feat_std
         return x.reshape(b, f // FRAMES_PER_TOKEN, FRAMES_PER_TOKEN * N_MELS)
 
@@ -160,17 +164,19 @@ def at_rest(y: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
     b, t = y.shape[:2]
     f = feats[:, : 2 * t].reshape(b, t, -1).mean(-1)  # (B, T) mean log-mel of each token
     gate = ((f - SILENCE_LOGMEL) / 0.3).clamp(0.0, 1.0)[..., None, None]
-    y = y.clone()
-    y[..., 0] = ((y[..., 0] - JAW_DEADBAND) / (1 - JAW_DEADBAND)).clamp_min(0.0)
-    return y * gate
+    jaw = ((y[..., :1] - JAW_DEADBAND) / (1 - JAW_DEADBAND)).clamp_min(0.0)
+    return torch.cat([jaw, y[..., 1:]], -1) * gate  # no in-place write: exports to ONNX cleanly
 
 
 class StreamingAudioToMotion:
     """Feed 16 kHz audio in chunks of any size; get mouth parameters for each completed token
     as (times, params) — time = the instant the parameters describe. Holds the log-mel tail,
-    an odd leftover feature frame and each layer's key/value cache (window - 1 tokens)."""
+    an odd leftover feature frame and each layer's key/value cache (window - 1 tokens).
 
-    def __init__(self, model: AudioToMotion, lookahead_ms: int) -> None:
+    With `step` (an `OnnxStep` of the same model) the transformer runs in onnxruntime, ~3x
+    cheaper per chunk than eager torch (see streaming_onnx.py); without it, in torch."""
+
+    def __init__(self, model: AudioToMotion, lookahead_ms: int, step: OnnxStep | None = None) -> None:
         from pipelines.audio.features import StreamingLogMel
 
         self.model = model
@@ -179,6 +185,9 @@ class StreamingAudioToMotion:
         self.mel = StreamingLogMel()
         self._pending = np.zeros((0, N_MELS), np.float32)
         self._caches: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._step = step
+        if step is not None:
+            self._past_k, self._past_v, self._key_pad = step.empty_cache()
         self.tokens_out = 0
 
     @torch.inference_mode()
@@ -188,12 +197,18 @@ class StreamingAudioToMotion:
         self._pending = feats[n:]
         if n == 0:
             return np.zeros(0), np.zeros((0, N_MOUTH), np.float32)
-        f = torch.from_numpy(feats[:n])[None]
-        y, self._caches = self.model.step(self.model.tokens(f), self._caches)
-        y = at_rest(y, f)
-        k = np.arange(self.tokens_out, self.tokens_out + y.shape[1])
-        self.tokens_out += y.shape[1]
-        return token_centre(k) - self.lookahead_s, y[0, :, self.head].numpy()
+        if self._step is not None:
+            y_all, self._past_k, self._past_v = self._step.run(feats[:n], self._past_k, self._past_v, self._key_pad)
+            y = y_all[:, self.head]
+            seen = min(self.tokens_out + len(y), self._step.past)
+            self._key_pad[self._step.past - seen:] = 0.0  # those cache slots now hold real tokens
+        else:
+            f = torch.from_numpy(feats[:n])[None]
+            yt, self._caches = self.model.step(self.model.tokens(f), self._caches)
+            y = at_rest(yt, f)[0, :, self.head].numpy()
+        k = np.arange(self.tokens_out, self.tokens_out + len(y))
+        self.tokens_out += len(y)
+        return token_centre(k) - self.lookahead_s, y
 
 
 def infer(model: AudioToMotion, samples_16k: np.ndarray, lookahead_ms: int) -> tuple[np.ndarray, np.ndarray]:
