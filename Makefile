@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install serve demo test bench clean
+.PHONY: install browsers serve demo test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,13 @@ serve: install
 demo: install
 	$(BIN)/avatar render --text "Hello! I am your avatar. The quick brown fox jumps over the lazy dog." -o hello.mp4
 
-test: install
+# The call and player pages are tested in Debian's headless Chromium and Firefox ESR.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browsers:
+	@command -v chromium >/dev/null && command -v firefox-esr >/dev/null || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium firefox-esr >/dev/null)
+
+test: install browsers
 	$(BIN)/python -m pytest -q
 
 bench: install

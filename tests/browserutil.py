@@ -1,6 +1,7 @@
-"""Headless Chromium driven over the DevTools protocol (a websocket, `websockets` package):
-no browser download, Debian's /usr/bin/chromium. Without it a test fails, saying how to
-install it."""
+"""Headless browsers driven over a websocket (`websockets` package), no browser download:
+Debian's /usr/bin/chromium over the DevTools protocol, Debian's firefox-esr over WebDriver
+BiDi (Firefox's own remote protocol: no geckodriver needed). Without them a test fails,
+saying how to install them."""
 from __future__ import annotations
 
 import asyncio
@@ -102,3 +103,117 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
+
+
+def firefox_path() -> str:
+    path = os.environ.get("FIREFOX") or shutil.which("firefox-esr") or shutil.which("firefox")
+    if path is None:
+        pytest.fail("headless Firefox is needed for the call-page test: apt-get install -y firefox-esr "
+                    "(or set FIREFOX=/path/to/firefox)", pytrace=False)
+    return path
+
+
+# Fake camera and microphone without a prompt; autoplay allowed; host candidates on loopback
+# (Firefox leaves 127.0.0.1 out of ICE by default) and not hidden behind mDNS names; nothing
+# fetched from the network at start-up.
+FIREFOX_PREFS = {
+    "media.navigator.streams.fake": True,
+    "media.navigator.permission.disabled": True,
+    "media.autoplay.default": 0,
+    "media.autoplay.blocking_policy": 0,
+    "media.peerconnection.ice.loopback": True,
+    "media.peerconnection.ice.obfuscate_host_addresses": False,
+    "browser.shell.checkDefaultBrowser": False,
+    "datareporting.policy.dataSubmissionEnabled": False,
+    "toolkit.telemetry.reportingpolicy.firstRun": False,
+    "app.update.disabledForTesting": True,
+    "messaging-system.rsexperimentloader.enabled": False,
+    "services.settings.server": "http://127.0.0.1:9/",
+}
+
+
+class FirefoxBrowser:
+    """The same interface as `Browser`, over WebDriver BiDi (session.new,
+    browsingContext.navigate, script.evaluate, browsingContext.captureScreenshot)."""
+
+    def __init__(self, prefs: dict[str, Any] | None = None) -> None:
+        self.prefs = {**FIREFOX_PREFS, **(prefs or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.profile = tempfile.mkdtemp(prefix="firefox-")
+        self._ids = itertools.count(1)
+        self.ws: Any = None
+        self.context: str | None = None
+
+    async def start(self) -> None:
+        with open(os.path.join(self.profile, "user.js"), "w") as f:
+            for k, v in self.prefs.items():
+                f.write(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n")
+        env = {**os.environ, "MOZ_HEADLESS": "1"}
+        self.proc = subprocess.Popen([firefox_path(), "--headless", "--no-remote", "--profile", self.profile,
+                                      "--remote-debugging-port=0", "about:blank"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        assert self.proc.stderr is not None
+        url = None
+        async with asyncio.timeout(60):
+            while url is None:
+                line = (await asyncio.to_thread(self.proc.stderr.readline)).decode(errors="replace")
+                if not line and self.proc.poll() is not None:
+                    raise RuntimeError(f"firefox exited with {self.proc.returncode}")
+                m = re.search(r"WebDriver BiDi listening on (ws://\S+)", line)
+                url = m.group(1) if m else None
+        # keep reading stderr so a chatty browser never blocks on a full pipe
+        self._drain = asyncio.get_running_loop().run_in_executor(None, self._drain_stderr)
+        self.ws = await connect(f"{url}/session", max_size=None, ping_interval=None)
+        await self.call("session.new", {"capabilities": {}})
+        tree = await self.call("browsingContext.getTree", {})
+        self.context = tree["contexts"][0]["context"]
+
+    def _drain_stderr(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        while self.proc.stderr.readline():
+            pass
+
+    async def call(self, method: str, params: dict[str, Any]) -> Any:
+        ident = next(self._ids)
+        await self.ws.send(json.dumps({"id": ident, "method": method, "params": params}))
+        while True:
+            reply = json.loads(await self.ws.recv())
+            if reply.get("id") == ident:
+                if reply.get("type") == "error":
+                    raise RuntimeError(f"{method}: {reply.get('error')}: {reply.get('message')}")
+                return reply.get("result", {})
+
+    async def open(self, url: str) -> None:
+        await self.call("browsingContext.navigate", {"context": self.context, "url": url, "wait": "complete"})
+
+    async def eval(self, expression: str) -> Any:
+        """The expression's value, carried as JSON (BiDi's own value encoding is verbose)."""
+        result = await self.call("script.evaluate", {
+            "expression": f"JSON.stringify(({expression}) ?? null)", "target": {"context": self.context},
+            "awaitPromise": False})
+        if result.get("type") == "exception":
+            raise RuntimeError(f"script error: {result['exceptionDetails'].get('text')}")
+        value = result["result"]
+        return json.loads(value["value"]) if value.get("type") == "string" else None
+
+    async def screenshot(self, name: str) -> Path:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        shot = await self.call("browsingContext.captureScreenshot", {"context": self.context})
+        path = ARTIFACTS / name
+        path.write_bytes(base64.b64decode(shot["data"]))
+        return path
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            try:
+                await asyncio.wait_for(self.call("session.end", {}), 5)
+            except Exception:  # the browser may already be gone
+                pass
+            await self.ws.close()
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self.proc.wait), 10)
+            except TimeoutError:
+                self.proc.kill()
+        shutil.rmtree(self.profile, ignore_errors=True)

@@ -1,6 +1,6 @@
-"""The call page in a real browser: headless Chromium with fake camera and microphone loads
-`/`, starts a call, makes the avatar say a sentence, and reports through getStats() what it
-decoded. A screenshot of the page is kept in test-artifacts/."""
+"""The call page in real browsers: headless Chromium and Firefox, with fake camera and
+microphone, load `/`, start a call, make the avatar say a sentence, and report through
+getStats() what they decoded. A screenshot of the page is kept in test-artifacts/."""
 from __future__ import annotations
 
 import asyncio
@@ -8,19 +8,20 @@ from typing import Any
 
 import pytest
 
-from browserutil import Browser, chromium_path
+from browserutil import Browser, FirefoxBrowser, chromium_path, firefox_path
 from callutil import server_process
 
 FAKE_MEDIA = ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
 
 
 @pytest.mark.timeout(180)
-def test_call_page_starts_a_call_and_the_avatar_speaks() -> None:
-    chromium_path()
+@pytest.mark.parametrize("browser_name", ["chromium", "firefox"])
+def test_call_page_starts_a_call_and_the_avatar_speaks(browser_name: str) -> None:
+    chromium_path() if browser_name == "chromium" else firefox_path()
 
     async def scenario() -> tuple[dict[str, Any], str]:
         async with server_process(call_size=256, sizes=[256], size=256, voice="en-us") as http:
-            browser = Browser(FAKE_MEDIA)
+            browser: Browser | FirefoxBrowser = Browser(FAKE_MEDIA) if browser_name == "chromium" else FirefoxBrowser()
             try:
                 await browser.start()
                 await browser.open(f"{http}/")
@@ -41,7 +42,7 @@ def test_call_page_starts_a_call_and_the_avatar_speaks() -> None:
                         stats = await browser.eval("JSON.parse(JSON.stringify(window.callStats))") or {}
                 await asyncio.sleep(1.5)  # stats table refreshes every second
                 stats = await browser.eval("JSON.parse(JSON.stringify(window.callStats))")
-                shot = await browser.screenshot("call-page.png")
+                shot = await browser.screenshot(f"call-page-{browser_name}.png")
                 log = await browser.eval("document.getElementById('log').textContent")
                 await browser.eval("document.getElementById('end').click()")
                 await asyncio.sleep(0.5)
