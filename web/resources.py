@@ -119,7 +119,8 @@ class SharedEngines:
             workers.append(EngineWorker(engine))
             await workers[-1].start()
         log.info("renderer %s at %d loaded (%d workers)", name, size, len(workers))
-        return BatchingWorker(workers[0], max_batch=8, replicas=workers[1:])
+        max_batch = self.settings.render_max_batch or (64 if self.device == "cuda" else 8)
+        return BatchingWorker(workers[0], max_batch=max_batch, replicas=workers[1:])
 
     def ready(self) -> bool:
         """The default voice and renderer are loaded (the first call or stream starts at once)."""

@@ -203,9 +203,9 @@ class StreamingAudioToMotion:
             seen = min(self.tokens_out + len(y), self._step.past)
             self._key_pad[self._step.past - seen:] = 0.0  # those cache slots now hold real tokens
         else:
-            f = torch.from_numpy(feats[:n])[None]
+            f = torch.from_numpy(feats[:n])[None].to(self.model.feat_mean.device)
             yt, self._caches = self.model.step(self.model.tokens(f), self._caches)
-            y = at_rest(yt, f)[0, :, self.head].numpy()
+            y = at_rest(yt, f)[0, :, self.head].cpu().numpy()
         k = np.arange(self.tokens_out, self.tokens_out + len(y))
         self.tokens_out += len(y)
         return token_centre(k) - self.lookahead_s, y
@@ -215,8 +215,8 @@ def infer(model: AudioToMotion, samples_16k: np.ndarray, lookahead_ms: int) -> t
     """Whole-signal inference: (times, params (T, 5))."""
     from pipelines.audio.features import log_mel
 
-    feats = torch.from_numpy(log_mel(samples_16k))[None]
-    y = model.predict(feats)[0, :, model.head_index(lookahead_ms)].numpy()
+    feats = torch.from_numpy(log_mel(samples_16k))[None].to(model.feat_mean.device)
+    y = model.predict(feats)[0, :, model.head_index(lookahead_ms)].cpu().numpy()
     return token_centre(np.arange(len(y))) - lookahead_ms / 1000, y
 
 

@@ -96,8 +96,9 @@ class MouthInterior(torch.nn.Module):
         lo_xy = (pts.amin((0, 1)) - 2).floor()
         hi_xy = (pts.amax((0, 1)) + 3).ceil()
         bx0, by0, bx1, by1 = self.box
-        x0, y0 = max(int(lo_xy[0]), bx0), max(int(lo_xy[1]), by0)
-        x1, y1 = min(int(hi_xy[0]), bx1), min(int(hi_xy[1]), by1)
+        lx, ly, hx, hy = (int(v) for v in torch.cat([lo_xy, hi_xy]).tolist())  # one device sync, not four
+        x0, y0 = max(lx, bx0), max(ly, by0)
+        x1, y1 = min(hx, bx1), min(hy, by1)
         if x1 <= x0 or y1 <= y0:
             return
         c0, c1 = upper[:, 0], upper[:, -1]

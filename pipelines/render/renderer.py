@@ -113,6 +113,7 @@ class WarpRenderer(torch.nn.Module):
         if size % 2 and output == "yuv420p":
             raise ValueError("yuv420p output needs an even frame size")
         self.register_buffer("base", img)  # (S, S, 3) uint8, everything outside the ROI
+        self.register_buffer("yuv_k", torch.tensor([self._Y[0], self._U[0], self._V[0]]) * 255.0)  # on the device
         self.register_buffer("base_yuv", self._to_yuv(img.permute(2, 0, 1)[None].float() / 255.0)[0])
         closed = torch.from_numpy(close_reference_mouth(avatar.image, lm[list(fm.LIPS_UPPER_INNER)],
                                                         lm[list(fm.LIPS_LOWER_INNER)]))
@@ -201,7 +202,7 @@ class WarpRenderer(torch.nn.Module):
     def _to_yuv(self, rgb: torch.Tensor) -> torch.Tensor:
         """(B, 3, h, w) float RGB in [0, 1] -> (B, h * 3 // 2, w) uint8 I420."""
         b, _, h, w = rgb.shape
-        k = torch.tensor([self._Y[0], self._U[0], self._V[0]], dtype=rgb.dtype, device=rgb.device) * 255.0
+        k = self.yuv_k.to(rgb.dtype)
         y = F.conv2d(rgb, k[:1, :, None, None]).add_(self._Y[1] + 0.5)
         # 2x2 mean as two strided adds: F.avg_pool2d takes 10x longer on CPU (1.5 ms at 512²).
         rows = rgb[..., ::2, :] + rgb[..., 1::2, :]
