@@ -48,6 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("what", choices=["motion"])
     ev.add_argument("--weights", default=None, help="checkpoint folder (default: the shipped weights)")
     ev.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ca = sub.add_parser("calibrate", help="choose a trained model's inference calibration again")
+    ca.add_argument("what", choices=["motion"], help="motion: the lip-press gain (on training voices), then eval")
+    ca.add_argument("--weights", default=None, help="checkpoint folder (default: the shipped weights)")
     s = sub.add_parser("serve", help="run the server: WebRTC calls (/), websocket streams (/v1/stream), /metrics")
     s.add_argument("--host", help="address to listen on (default 127.0.0.1, AVATAR_HOST)")
     s.add_argument("--config", help="JSON settings file (AVATAR_CONFIG); AVATAR_* variables and flags override it")
@@ -233,6 +236,25 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_calibrate(args: argparse.Namespace) -> int:
+    from engines.weights import WEIGHTS_DIR
+    from pipelines.motion.training.calibrate import recalibrate_checkpoint
+
+    directory = args.weights or WEIGHTS_DIR
+    progress = _Progress()
+    try:
+        manifest = recalibrate_checkpoint(directory, progress)
+    finally:
+        progress.close()
+    cal = manifest["calibration"]
+    print(f"{directory}: press gain {cal['press_gain']} (chosen on {', '.join(cal['voices'])})")  # type: ignore[index]
+    for row in cal["table"]:  # type: ignore[index]
+        print(f"  gain {row['gain']:.1f}: closure recall {row['closure_recall']:.3f}, precision "
+              f"{row['closure_precision']:.3f}, F1 {row['f1']:.3f}, lip-opening r {row['opening_r']:.3f}")
+    _print_motion_figures(manifest["evaluation"])  # type: ignore[arg-type]
+    return 0
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     from web.app import serve
     from web.settings import ServerSettings
@@ -275,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("GLOG_minloglevel", "2")  # mediapipe's C++ logging
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
-        commands = {"render": _run_render, "voices": _run_voices, "train": _run_train, "eval": _run_eval,
+        commands = {"render": _run_render, "voices": _run_voices, "train": _run_train, "eval": _run_eval, "calibrate": _run_calibrate,
                     "serve": _run_serve, "client": _run_client}
         return commands[args.command](args)
     except (ValueError, OSError) as exc:  # bad input: one line, no traceback

@@ -39,7 +39,7 @@ def test_onnx_streaming_step_equals_whole_signal() -> None:
     """The live path's onnxruntime step: same outputs as whole-signal torch inference, from
     a fresh stream (empty cache slots masked) through more than one attention window."""
     torch.manual_seed(3)
-    model = AudioToMotion().eval()
+    model = AudioToMotion(ModelConfig(press_gain=1.5)).eval()  # the calibration is inside the graph too
     x = (np.random.default_rng(4).standard_normal(16000 * 4) * 0.1).astype(np.float32)
     x[16000:24000] = 0  # digital silence: the rest gate inside the graph
     times, whole = infer(model, x, 80)
@@ -110,3 +110,17 @@ def test_shipped_manifest_records_config_and_figures() -> None:
     ev = manifest["evaluation"]["call"]
     assert set(ev["voices"]) == set(manifest["held_out_voices"])
     assert json.dumps(manifest["training"]) and manifest["data"]["seed"] == manifest["training"]["seed"]
+
+
+def test_press_gain_scales_press_only_and_is_chosen_within_the_opening_bound() -> None:
+    from pipelines.motion.audio_model import calibrated
+    from pipelines.motion.training.calibrate import choose_press_gain
+
+    y = torch.rand(1, 10, 7, 5)
+    feats = torch.zeros(1, 20, 80)  # loud enough: no silence gate
+    a, b = calibrated(y, feats, 1.0), calibrated(y, feats, 1.5)
+    assert torch.equal(a[..., [0, 2, 3, 4]], b[..., [0, 2, 3, 4]])
+    assert torch.allclose(b[..., 1], (1.5 * y[..., 1]).clamp_max(1.0))
+    rows = [{"gain": 1.0, "f1": 0.50, "opening_r": 0.82}, {"gain": 1.5, "f1": 0.55, "opening_r": 0.815},
+            {"gain": 2.0, "f1": 0.60, "opening_r": 0.80}]  # the best F1 costs too much opening r
+    assert choose_press_gain(rows) == 1.5

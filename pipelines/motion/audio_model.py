@@ -53,6 +53,7 @@ class ModelConfig:
     window: int = 64  # tokens of context (1.28 s)
     lookaheads_ms: list[int] = field(default_factory=lambda: [0, 20, 40, 60, 80, 100, 120])
     dropout: float = 0.1
+    press_gain: float = 1.0  # inference only (see `calibrated`); set by calibration after training
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -139,8 +140,8 @@ class AudioToMotion(nn.Module):
 
     @torch.inference_mode()
     def predict(self, feats: torch.Tensor) -> torch.Tensor:
-        """forward() plus the rest calibration used at inference (see `at_rest`)."""
-        return at_rest(self(feats), feats)
+        """forward() plus what inference adds (see `calibrated`)."""
+        return calibrated(self(feats), feats, self.config.press_gain)
 
     def head_index(self, lookahead_ms: int) -> int:
         try:
@@ -157,15 +158,23 @@ JAW_DEADBAND = 0.04  # the model's jaw at rest sits a little above 0 (a squared-
 SILENCE_LOGMEL = -13.5  # mean log-mel of a token this low is digital silence (floor: -13.8)
 
 
-def at_rest(y: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
-    """A still, closed mouth where there is nothing to hear: subtract the jaw's small resting
-    bias, and gate everything to rest on digital silence (muted microphones, padding).
+def calibrated(y: torch.Tensor, feats: torch.Tensor, press_gain: float = 1.0) -> torch.Tensor:
+    """What inference adds to the network's outputs.
+
+    - A still, closed mouth where there is nothing to hear: subtract the jaw's small resting
+      bias, and gate everything to rest on digital silence (muted microphones, padding).
+    - Lip press times `press_gain` (clipped at 1): the press head is trained as a probability
+      (cross-entropy), and on noisy audio it says "probably closed" (0.6) where the lips
+      should close; the gain turns that probability into a press amount. It is chosen after
+      training on voices seen in training but sentences that were not (`calibrate.py`),
+      never on the held-out evaluation voices.
     Per token, from that token's own features: streaming and whole-signal agree."""
     b, t = y.shape[:2]
     f = feats[:, : 2 * t].reshape(b, t, -1).mean(-1)  # (B, T) mean log-mel of each token
     gate = ((f - SILENCE_LOGMEL) / 0.3).clamp(0.0, 1.0)[..., None, None]
     jaw = ((y[..., :1] - JAW_DEADBAND) / (1 - JAW_DEADBAND)).clamp_min(0.0)
-    return torch.cat([jaw, y[..., 1:]], -1) * gate  # no in-place write: exports to ONNX cleanly
+    press = (y[..., 1:2] * press_gain).clamp_max(1.0)
+    return torch.cat([jaw, press, y[..., 2:]], -1) * gate  # no in-place write: exports to ONNX cleanly
 
 
 class StreamingAudioToMotion:
@@ -205,7 +214,7 @@ class StreamingAudioToMotion:
         else:
             f = torch.from_numpy(feats[:n])[None].to(self.model.feat_mean.device)
             yt, self._caches = self.model.step(self.model.tokens(f), self._caches)
-            y = at_rest(yt, f)[0, :, self.head].cpu().numpy()
+            y = calibrated(yt, f, self.model.config.press_gain)[0, :, self.head].cpu().numpy()
         k = np.arange(self.tokens_out, self.tokens_out + len(y))
         self.tokens_out += len(y)
         return token_centre(k) - self.lookahead_s, y

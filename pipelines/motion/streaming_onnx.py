@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio_model import FRAMES_PER_TOKEN, N_MOUTH, AudioToMotion, at_rest
+from .audio_model import FRAMES_PER_TOKEN, N_MOUTH, AudioToMotion, calibrated
 
 
 class _Step(nn.Module):
     """feats (1, 2T, N_MELS), past_k/past_v (L, H, P, dh), key_pad (P,) additive
-    -> params (T, n_heads, N_MOUTH) after `at_rest`, new past_k, new past_v."""
+    -> params (T, n_heads, N_MOUTH) after `calibrated`, new past_k, new past_v."""
 
     def __init__(self, model: AudioToMotion) -> None:
         super().__init__()
@@ -59,7 +59,7 @@ class _Step(nn.Module):
             ks.append(k[:, -P:])
             vs.append(v[:, -P:])
         y = torch.sigmoid(m.head(m.norm(x)))
-        y = at_rest(y.view(1, t, len(m.config.lookaheads_ms), N_MOUTH), feats)[0]
+        y = calibrated(y.view(1, t, len(m.config.lookaheads_ms), N_MOUTH), feats, m.config.press_gain)[0]
         return y, torch.stack(ks), torch.stack(vs)
 
 

@@ -167,15 +167,18 @@ def build_training_set(cfg: DataConfig, progress: Callable[[int, int], None] | N
 EVAL_SEVERITIES = (CALL, CLEAN, HARSH)
 
 
-def build_eval_set(cfg: DataConfig, voices: tuple[str, ...] = HELD_OUT, severity: Severity = CALL) -> list[Example]:
+def build_eval_set(cfg: DataConfig, voices: tuple[str, ...] = HELD_OUT, severity: Severity = CALL,
+                   salt: int = 0) -> list[Example]:
     """Held-out voices, sentences never used in training, augmented with a fixed seed.
 
     Each utterance draws its augmentation from its own generator: espeak's output varies by a
     few samples from call to call, and with one shared generator that shifted every later
     draw (noise of another length consumes other numbers), so each run evaluated on
-    differently degraded audio (closure recall swung 0.73-0.81 between runs)."""
-    texts = sentences(cfg.n_eval_per_voice * len(voices), cfg.seed + 99)
-    pool_rng = np.random.default_rng(cfg.seed + 8)
+    differently degraded audio (closure recall swung 0.73-0.81 between runs).
+
+    `salt` draws other sentences and degradations (the calibration set, calibrate.py)."""
+    texts = sentences(cfg.n_eval_per_voice * len(voices), cfg.seed + 99 + salt)
+    pool_rng = np.random.default_rng(cfg.seed + 8 + salt)
     out, clean = [], []
     synth = _Voices()
     for i, voice in enumerate(voices):
@@ -184,7 +187,7 @@ def build_eval_set(cfg: DataConfig, voices: tuple[str, ...] = HELD_OUT, severity
             clean.append((voice, _to16k(utt.audio, utt.sample_rate), list(utt.phonemes)))
     pool = [a for _, a, _ in clean[::5]]
     for k, (voice, audio, ph) in enumerate(clean):
-        rng = np.random.default_rng([cfg.seed + 7, k])
+        rng = np.random.default_rng([cfg.seed + 7 + salt, k])
         out.append(make_example(voice, audio, ph, rng, cfg.lookaheads_ms, pool, severity, keep_audio=True))
     return out
 

@@ -34,7 +34,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     seed: int = 1234
     threads: int = 2
-    press_weight: float = 2.0
+    press_weight: float = 4.0  # a closure weighs 1 + 2 * 4 = 9x in the gesture loss (2.0: jaw r 0.796, BENCHMARKS.md)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: ds.DataConfig = field(default_factory=ds.DataConfig)
 
@@ -129,16 +129,20 @@ def train(cfg: TrainConfig, out_dir: str, progress: Callable[[str, int, int], No
         progress(f"train (loss {np.mean(losses[-50:]):.4f})", step + 1, cfg.steps)
     model.eval()
     t_train = time.time() - t_start - t_data
+    from .calibrate import calibrate_press
+
+    calibration = calibrate_press(model, cfg.data, progress)  # sets model.config.press_gain
     progress("evaluate", 0, 1)
     figures = evaluate_severities(model, eval_sets)
     progress("evaluate", 1, 1)
     return write_checkpoint(model, cfg, figures, out_dir, {"data_s": round(t_data, 1), "train_s": round(t_train, 1),
                                                            "total_s": round(time.time() - t_start, 1),
-                                                           "final_loss": float(np.mean(losses[-100:]))})
+                                                           "final_loss": float(np.mean(losses[-100:]))},
+                            calibration)
 
 
 def write_checkpoint(model: AudioToMotion, cfg: TrainConfig, figures: dict[str, object], out_dir: str,
-                     timing: dict[str, float]) -> dict[str, object]:
+                     timing: dict[str, float], calibration: dict[str, object] | None = None) -> dict[str, object]:
     os.makedirs(out_dir, exist_ok=True)
     weights = os.path.join(out_dir, "audio2motion.safetensors")
     tmp = weights + ".partial"
@@ -152,10 +156,11 @@ def write_checkpoint(model: AudioToMotion, cfg: TrainConfig, figures: dict[str, 
         "sha256": digest,
         "bytes": os.path.getsize(weights),
         "parameters": model.n_parameters(),
-        "model": cfg.model.to_dict(),
+        "model": model.config.to_dict(),
         "training": {k: v for k, v in asdict(cfg).items() if k not in ("model", "data")},
         "data": asdict(cfg.data),
         "held_out_voices": list(ds.HELD_OUT),
+        "calibration": calibration,
         "evaluation": figures,
         "timing": timing,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
