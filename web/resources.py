@@ -143,7 +143,9 @@ class SharedEngines:
 
     async def preload(self) -> None:
         s = self.settings
-        await asyncio.gather(self.codecs(), self.voice(s.voice), self.renderer(s.avatar, s.size))
+        # every call builds its graph with the lip model (mirror mode can be switched on later):
+        # loading it (and exporting its onnxruntime step, ~1 s) at start keeps the first call quick
+        await asyncio.gather(self.codecs(), self.voice(s.voice), self.renderer(s.avatar, s.size), self.motion())
 
     async def close(self) -> None:
         tasks = [*self._voices.values(), *self._renderers.values(), *([self._motion] if self._motion else [])]
