@@ -1,8 +1,8 @@
-"""The player page in a real browser: headless Chromium opens it, it connects, says a sentence,
-decodes H.264 and Opus with WebCodecs and draws frames against the audio clock.
+"""The player page in real browsers: headless Chromium and Firefox open it, it connects, says
+a sentence, decodes H.264 and Opus with WebCodecs and draws frames against the audio clock.
 
-Chromium is driven over the DevTools protocol (a websocket, `websockets` package): no browser
-download, Debian's /usr/bin/chromium. Without it the test fails, with how to install it.
+Driven over a websocket (`websockets` package; tests/browserutil.py): no browser download,
+Debian's chromium and firefox-esr. Without them the test fails, with how to install them.
 """
 from __future__ import annotations
 
@@ -11,17 +11,18 @@ from typing import Any
 
 import pytest
 
-from browserutil import Browser, chromium_path
+from browserutil import Browser, FirefoxBrowser, chromium_path, firefox_path
 from wsutil import running_server
 
 
 @pytest.mark.timeout(180)
-def test_player_page_plays_a_say_and_reports_decoded_frames() -> None:
-    chromium_path()  # fail early and clearly when the browser is missing
+@pytest.mark.parametrize("browser_name", ["chromium", "firefox"])
+def test_player_page_plays_a_say_and_reports_decoded_frames(browser_name: str) -> None:
+    chromium_path() if browser_name == "chromium" else firefox_path()  # fail early and clearly
 
     async def scenario() -> dict[str, Any]:
         async with running_server() as server:
-            browser = Browser()
+            browser: Browser | FirefoxBrowser = Browser() if browser_name == "chromium" else FirefoxBrowser()
             try:
                 await browser.start()
                 await browser.open(f"http://127.0.0.1:{server.port}/player?autosay=Hello%20there%2C%20browser.&size=256")
