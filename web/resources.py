@@ -4,6 +4,7 @@ warm until the server stops. Sessions come and go; they only borrow these."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -12,12 +13,12 @@ from typing import Any
 
 import torch
 
-from engines import EagerTorchEngine, EngineWorker
+from engines import Engine, EngineWorker
 from engines.batcher import BatchingWorker
+from engines.subprocess_engine import SubprocessEngine
 from pipelines.media.live import CodecInfo, probe_codecs
-from pipelines.motion.params import N_PARAMS
 from pipelines.render.avatar import DEFAULT_AVATAR, Avatar, avatar_from_file, default_avatar
-from pipelines.render.renderer import WarpRenderer
+from pipelines.render.engine import renderer_engine
 from pipelines.speech.stages import SpeechEngine, TextSegment
 from pipelines.speech.tts import SpeechSynthesizer
 from pipelines.speech.types import Utterance
@@ -113,12 +114,15 @@ class SharedEngines:
             avatar = await asyncio.to_thread(avatar_from_file, self.settings.avatars[name], size,
                                              max_pixels=40_000_000)
         workers: list[EngineWorker[Any, Any]] = []
+        make = functools.partial(renderer_engine, avatar, f"renderer-{name}-{size}", self.device)
         for _ in range(self.settings.render_workers):
-            engine = EagerTorchEngine(f"renderer-{name}-{size}", lambda dev: WarpRenderer(avatar, output="yuv420p"),
-                                      device=self.device, example={"params": torch.zeros(N_PARAMS)})
+            engine: Engine[Any, Any] = (SubprocessEngine(f"renderer-{name}-{size}", make,
+                                                         torch_threads=self.settings.torch_threads)
+                                        if self.settings.render_processes else make())
             workers.append(EngineWorker(engine))
             await workers[-1].start()
-        log.info("renderer %s at %d loaded (%d workers)", name, size, len(workers))
+        log.info("renderer %s at %d loaded (%d workers%s)", name, size, len(workers),
+                 ", each in its own process" if self.settings.render_processes else "")
         max_batch = self.settings.render_max_batch or (64 if self.device == "cuda" else 8)
         return BatchingWorker(workers[0], max_batch=max_batch, replicas=workers[1:])
 

@@ -1,0 +1,16 @@
+"""The renderer as an engine: what the server's render workers run (in a thread, or in a
+child process through engines.SubprocessEngine, which pickles this factory)."""
+from __future__ import annotations
+
+import torch
+
+from engines import EagerTorchEngine
+from pipelines.motion.params import N_PARAMS
+
+from .avatar import Avatar
+from .renderer import WarpRenderer
+
+
+def renderer_engine(avatar: Avatar, name: str, device: str = "cpu", output: str = "yuv420p") -> EagerTorchEngine:
+    return EagerTorchEngine(name, lambda dev: WarpRenderer(avatar, output=output), device=device,
+                            example={"params": torch.zeros(N_PARAMS)})

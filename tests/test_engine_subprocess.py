@@ -1,0 +1,47 @@
+"""The renderer engine in a child process (server setting `render_processes`): the same
+frames as in a thread, errors reported and survived, nothing left running after close."""
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import pytest
+import torch
+
+from engines import EngineWorker
+from engines.subprocess_engine import SubprocessEngine
+from pipelines.motion.params import N_PARAMS
+from pipelines.render.avatar import default_avatar
+from pipelines.render.engine import renderer_engine
+
+
+def test_frames_equal_the_threaded_engine_and_errors_are_survived() -> None:
+    async def scenario() -> None:
+        make = functools.partial(renderer_engine, default_avatar(128), "renderer-test", "cpu")
+        engine = SubprocessEngine("renderer-test", make)
+        child, local = EngineWorker(engine), EngineWorker(make())
+        await child.start()
+        await local.start()
+        try:
+            params = [{"params": torch.rand(N_PARAMS) * 0.6} for _ in range(3)]
+            got, want = await child.run(params), await local.run(params)
+            assert len(got) == 3 and all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+            assert got[0].shape == (192, 128) and got[0].dtype == torch.uint8  # I420 of 128²
+            with pytest.raises(RuntimeError, match="renderer-test"):
+                await child.run([{"params": torch.zeros(3)}])  # wrong size: the child says why
+            assert torch.equal((await child.run(params[:1]))[0], want[0])  # and goes on
+            proc = engine._proc
+            assert proc is not None and proc.poll() is None
+        finally:
+            await child.close()
+            await local.close()
+        assert proc.poll() is not None  # the child is gone
+
+    asyncio.run(scenario())
+
+
+def test_a_factory_that_fails_is_reported() -> None:
+    engine = SubprocessEngine("broken", functools.partial(renderer_engine, None, "broken", "cpu"))
+    with pytest.raises(RuntimeError, match="failed to load in its process"):
+        engine.load()
+    assert engine._proc is None
