@@ -657,6 +657,57 @@ def part_engine(device: str, quick: bool, dl: Deadline, max_batches: tuple[int, 
     return out
 
 
+def part_subprocess(device: str, quick: bool, dl: Deadline) -> dict[str, Any]:
+    """The server's default renderer path: each copy in a child process (engines/
+    subprocess_engine.py), the child on `device`. Same frames as in a thread? Cost per call?"""
+    import asyncio
+    import functools
+
+    import torch
+
+    from engines import EngineWorker
+    from engines.subprocess_engine import SubprocessEngine
+    from pipelines.render.engine import renderer_engine
+
+    out: dict[str, Any] = {"device": device}
+    size = 256 if quick else 512
+    pool = realistic_params(64, seed=5)
+
+    async def drive() -> None:
+        make = functools.partial(renderer_engine, avatar(size), f"renderer-{size}", device)
+        t0 = time.perf_counter()
+        child = EngineWorker(SubprocessEngine(f"renderer-{size}", make))
+        await child.start()
+        out["child_start_s"] = time.perf_counter() - t0
+        local = EngineWorker(make())
+        await local.start()
+        try:
+            for b in ((1, 4) if quick else (1, 16, 64)):
+                items = [{"params": pool[i]} for i in range(b)]
+                got, want = await child.run(items), await local.run(items)
+                diff = max(int((g.int() - w.int()).abs().max()) for g, w in zip(got, want, strict=True))
+                times = {}
+                for name, w in (("child", child), ("thread", local)):
+                    n = 5 if quick else 30
+                    t0 = time.perf_counter()
+                    for _ in range(n):
+                        await w.run(items)
+                    times[name] = (time.perf_counter() - t0) / n * 1000
+                out[f"b{b}"] = {"max_abs_child_vs_thread": diff, "ms_per_call_child": times["child"],
+                                "ms_per_call_thread": times["thread"]}
+                log(f"  subprocess {size} b{b}: child {times['child']:.2f} ms/call, thread {times['thread']:.2f}"
+                    f" ms/call, max diff {diff}")
+                if dl.left() < 10:
+                    break
+        finally:
+            await child.close()
+            await local.close()
+
+    asyncio.run(drive())
+    _ = torch
+    return out
+
+
 def speechlike_audio(seconds: float, seed: int, sr: int = 16000) -> Any:
     """A voiced, syllable-modulated signal with fricative bursts and pauses (and one span of
     digital silence, which the model's at_rest gate must send to rest)."""
@@ -764,7 +815,7 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=200.0, help="stop starting new measurements after this")
     ap.add_argument("--no-block", action="store_true", help="do not block the packages the GPU machine lacks")
     ap.add_argument("--parts", nargs="*", default=None,
-                    help="subset of: correctness speed profile engine audio")
+                    help="subset of: correctness speed profile engine audio subprocess")
     ap.add_argument("--max-batch", type=int, nargs="+", default=[8], help="batcher max_batch values to try")
     ap.add_argument("--paced-sessions", type=int, nargs="+", default=[32, 128],
                     help="sessions at 25 fps each for the paced batcher runs")
@@ -805,6 +856,7 @@ def main() -> int:
         ("engine", lambda: part_engine(device, args.quick, dl, tuple(args.max_batch), tuple(args.paced_sessions),
                                        tuple(args.workers), tuple(args.sizes) if args.sizes else None)),
         ("audio", lambda: part_audio_model(device, args.quick, dl)),
+        ("subprocess", lambda: part_subprocess(device, args.quick, dl)),
     ]
     import torch
     threads0 = torch.get_num_threads()

@@ -115,14 +115,17 @@ class SharedEngines:
                                              max_pixels=40_000_000)
         workers: list[EngineWorker[Any, Any]] = []
         make = functools.partial(renderer_engine, avatar, f"renderer-{name}-{size}", self.device)
+        processes = self.settings.render_processes
+        if processes is None:
+            processes = self.device == "cpu"
         for _ in range(self.settings.render_workers):
             engine: Engine[Any, Any] = (SubprocessEngine(f"renderer-{name}-{size}", make,
                                                          torch_threads=self.settings.torch_threads)
-                                        if self.settings.render_processes else make())
+                                        if processes else make())
             workers.append(EngineWorker(engine))
             await workers[-1].start()
         log.info("renderer %s at %d loaded (%d workers%s)", name, size, len(workers),
-                 ", each in its own process" if self.settings.render_processes else "")
+                 ", each in its own process" if processes else "")
         max_batch = self.settings.render_max_batch or (64 if self.device == "cuda" else 8)
         return BatchingWorker(workers[0], max_batch=max_batch, replicas=workers[1:])
 

@@ -69,10 +69,11 @@ class ServerSettings(BaseModel):
     torch_threads: int = Field(1, ge=1)
     render_workers: int = Field(2, ge=1, le=16, description=(
         "renderer copies per (avatar, size), each on its own thread: calls and streams share them"))
-    render_processes: bool = Field(True, description=(
+    render_processes: bool | None = Field(None, description=(
         "run each renderer copy in a child process: its Python no longer takes turns with the "
         "event loop for the GIL (engines/subprocess_engine.py; 3 calls at 512²: 1-4 % of frames "
-        "late instead of 8-19 %, BENCHMARKS.md)"))
+        "late instead of 8-19 %, BENCHMARKS.md). Unset: on CPU yes, on CUDA no (frames travel "
+        "through a socket: a batch of 64 at 512² took 88 ms instead of 23 ms)"))
     render_max_batch: int | None = Field(None, ge=1, le=256, description=(
         "frames of different sessions rendered in one call; unset: 8 on CPU, 64 on CUDA, where a "
         "call costs about the same at 1 or 64 frames (launch-bound; BENCHMARKS.md, GPU)"))
