@@ -663,8 +663,6 @@ def part_subprocess(device: str, quick: bool, dl: Deadline) -> dict[str, Any]:
     import asyncio
     import functools
 
-    import torch
-
     from engines import EngineWorker
     from engines.subprocess_engine import SubprocessEngine
     from pipelines.render.engine import renderer_engine
@@ -704,7 +702,6 @@ def part_subprocess(device: str, quick: bool, dl: Deadline) -> dict[str, Any]:
             await local.close()
 
     asyncio.run(drive())
-    _ = torch
     return out
 
 

@@ -15,7 +15,6 @@ died): it never outlives the server.
 """
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -82,7 +81,6 @@ class SubprocessEngine(Engine[Any, Any]):
         self.factory, self.torch_threads, self.start_timeout_s = factory, torch_threads, start_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Any = None
-        self._sock: socket.socket | None = None
 
     def load(self) -> None:
         # A fresh interpreter (`python -m engines.subprocess_engine FD`), not multiprocessing's
@@ -92,8 +90,7 @@ class SubprocessEngine(Engine[Any, Any]):
         self._proc = subprocess.Popen([sys.executable, "-m", "engines.subprocess_engine", str(child.fileno())],
                                       pass_fds=(child.fileno(),), stdin=subprocess.DEVNULL)
         child.close()
-        self._sock = parent
-        self._conn = Connection(os.dup(parent.fileno()))
+        self._conn = Connection(parent.detach())
         self._conn.send((self.factory, self.torch_threads))
         if not self._conn.poll(self.start_timeout_s):
             self.close()
@@ -120,16 +117,14 @@ class SubprocessEngine(Engine[Any, Any]):
         return list(_from_wire(payload))
 
     def close(self) -> None:
-        conn, proc, sock = self._conn, self._proc, self._sock
-        self._conn = self._proc = self._sock = None
+        conn, proc = self._conn, self._proc
+        self._conn = self._proc = None
         if conn is not None:
             try:
                 conn.send(("stop",))
             except (OSError, ValueError):
                 pass
             conn.close()
-        if sock is not None:
-            sock.close()
         if proc is not None:
             try:
                 proc.wait(5)

@@ -34,30 +34,70 @@ def chromium_path() -> str:
     return path
 
 
-class Browser:
-    """Just enough of the DevTools protocol: open a page, evaluate JavaScript in it."""
+class _BrowserProcess:
+    """What both browsers share: a headless process with a throw-away profile that prints its
+    remote-protocol websocket URL on stderr, a screenshot saved under test-artifacts/, and a
+    clean stop."""
 
-    def __init__(self, extra_flags: list[str] | None = None) -> None:
-        self.extra_flags = extra_flags or []
+    name = "browser"
+
+    def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
-        self.profile = tempfile.mkdtemp(prefix="chromium-")
+        self.profile = tempfile.mkdtemp(prefix=f"{self.name}-")
         self._ids = itertools.count(1)
         self.ws: Any = None
-        self.session: str | None = None
 
-    async def start(self) -> None:
-        self.proc = subprocess.Popen([chromium_path(), *CHROMIUM_FLAGS, *self.extra_flags,
-                                      f"--user-data-dir={self.profile}",
-                                      "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    async def _launch(self, argv: list[str], url_pattern: str, timeout_s: float,
+                      env: dict[str, str] | None = None) -> str:
+        """Start the browser; its websocket URL (stderr is drained afterwards, so a chatty
+        browser never blocks on a full pipe)."""
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
         assert self.proc.stderr is not None
         url = None
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(timeout_s):
             while url is None:
                 line = (await asyncio.to_thread(self.proc.stderr.readline)).decode(errors="replace")
                 if not line and self.proc.poll() is not None:
-                    raise RuntimeError(f"chromium exited with {self.proc.returncode}")
-                m = re.search(r"DevTools listening on (ws://\S+)", line)
+                    raise RuntimeError(f"{self.name} exited with {self.proc.returncode}")
+                m = re.search(url_pattern, line)
                 url = m.group(1) if m else None
+        stderr = self.proc.stderr
+        asyncio.get_running_loop().run_in_executor(None, lambda: [None for _ in iter(stderr.readline, b"")])
+        return url
+
+    def _save_png(self, name: str, data_b64: str) -> Path:
+        """Save a PNG of the page under test-artifacts/ (kept after the run)."""
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTIFACTS / name
+        path.write_bytes(base64.b64decode(data_b64))
+        return path
+
+    async def _stop(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                await asyncio.wait_for(asyncio.to_thread(self.proc.wait), 10)
+            except TimeoutError:
+                self.proc.kill()
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+class Browser(_BrowserProcess):
+    """Just enough of the DevTools protocol: open a page, evaluate JavaScript in it."""
+
+    name = "chromium"
+
+    def __init__(self, extra_flags: list[str] | None = None) -> None:
+        super().__init__()
+        self.extra_flags = extra_flags or []
+        self.session: str | None = None
+
+    async def start(self) -> None:
+        url = await self._launch([chromium_path(), *CHROMIUM_FLAGS, *self.extra_flags,
+                                  f"--user-data-dir={self.profile}", "about:blank"],
+                                 r"DevTools listening on (ws://\S+)", 30)
         self.ws = await connect(url, max_size=None, ping_interval=None)
 
     async def call(self, method: str, params: dict[str, Any] | None = None, *, session: bool = True) -> Any:
@@ -84,23 +124,10 @@ class Browser:
         return result.get("result", {}).get("value")
 
     async def screenshot(self, name: str) -> Path:
-        """Save a PNG of the page under test-artifacts/ (kept after the run)."""
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shot = await self.call("Page.captureScreenshot", {"format": "png"})
-        path = ARTIFACTS / name
-        path.write_bytes(base64.b64decode(shot["data"]))
-        return path
+        return self._save_png(name, (await self.call("Page.captureScreenshot", {"format": "png"}))["data"])
 
     async def close(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(asyncio.to_thread(self.proc.wait), 10)
-            except TimeoutError:
-                self.proc.kill()
-        shutil.rmtree(self.profile, ignore_errors=True)
+        await self._stop()
 
 
 
@@ -132,46 +159,28 @@ FIREFOX_PREFS = {
 }
 
 
-class FirefoxBrowser:
+class FirefoxBrowser(_BrowserProcess):
     """The same interface as `Browser`, over WebDriver BiDi (session.new,
     browsingContext.navigate, script.evaluate, browsingContext.captureScreenshot)."""
 
+    name = "firefox"
+
     def __init__(self, prefs: dict[str, Any] | None = None) -> None:
+        super().__init__()
         self.prefs = {**FIREFOX_PREFS, **(prefs or {})}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.profile = tempfile.mkdtemp(prefix="firefox-")
-        self._ids = itertools.count(1)
-        self.ws: Any = None
         self.context: str | None = None
 
     async def start(self) -> None:
         with open(os.path.join(self.profile, "user.js"), "w") as f:
             for k, v in self.prefs.items():
                 f.write(f"user_pref({json.dumps(k)}, {json.dumps(v)});\n")
-        env = {**os.environ, "MOZ_HEADLESS": "1"}
-        self.proc = subprocess.Popen([firefox_path(), "--headless", "--no-remote", "--profile", self.profile,
-                                      "--remote-debugging-port=0", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-        assert self.proc.stderr is not None
-        url = None
-        async with asyncio.timeout(60):
-            while url is None:
-                line = (await asyncio.to_thread(self.proc.stderr.readline)).decode(errors="replace")
-                if not line and self.proc.poll() is not None:
-                    raise RuntimeError(f"firefox exited with {self.proc.returncode}")
-                m = re.search(r"WebDriver BiDi listening on (ws://\S+)", line)
-                url = m.group(1) if m else None
-        # keep reading stderr so a chatty browser never blocks on a full pipe
-        self._drain = asyncio.get_running_loop().run_in_executor(None, self._drain_stderr)
+        url = await self._launch([firefox_path(), "--headless", "--no-remote", "--profile", self.profile,
+                                  "--remote-debugging-port=0", "about:blank"],
+                                 r"WebDriver BiDi listening on (ws://\S+)", 60, {**os.environ, "MOZ_HEADLESS": "1"})
         self.ws = await connect(f"{url}/session", max_size=None, ping_interval=None)
         await self.call("session.new", {"capabilities": {}})
         tree = await self.call("browsingContext.getTree", {})
         self.context = tree["contexts"][0]["context"]
-
-    def _drain_stderr(self) -> None:
-        assert self.proc is not None and self.proc.stderr is not None
-        while self.proc.stderr.readline():
-            pass
 
     async def call(self, method: str, params: dict[str, Any]) -> Any:
         ident = next(self._ids)
@@ -197,11 +206,8 @@ class FirefoxBrowser:
         return json.loads(value["value"]) if value.get("type") == "string" else None
 
     async def screenshot(self, name: str) -> Path:
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
         shot = await self.call("browsingContext.captureScreenshot", {"context": self.context})
-        path = ARTIFACTS / name
-        path.write_bytes(base64.b64decode(shot["data"]))
-        return path
+        return self._save_png(name, shot["data"])
 
     async def close(self) -> None:
         if self.ws is not None:
@@ -209,11 +215,4 @@ class FirefoxBrowser:
                 await asyncio.wait_for(self.call("session.end", {}), 5)
             except Exception:  # the browser may already be gone
                 pass
-            await self.ws.close()
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                await asyncio.wait_for(asyncio.to_thread(self.proc.wait), 10)
-            except TimeoutError:
-                self.proc.kill()
-        shutil.rmtree(self.profile, ignore_errors=True)
+        await self._stop()

@@ -17,22 +17,27 @@ from pipelines.motion.training.augment import add_noise, opus_round_trip
 from pipelines.motion.training.train import TrainConfig, write_checkpoint
 
 
+def _push_in_random_chunks(stream: StreamingAudioToMotion, x: np.ndarray, seed: int, max_chunk: int,
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    got_t, got_p, i = [], [], 0
+    while i < len(x):
+        n = int(rng.integers(1, max_chunk))
+        t, p = stream.push(x[i:i + n])
+        got_t.append(t)
+        got_p.append(p)
+        i += n
+    return np.concatenate(got_t), np.concatenate(got_p)
+
+
 def test_streaming_in_random_chunks_equals_whole_signal() -> None:
     torch.manual_seed(0)
     model = AudioToMotion().eval()
     x = (np.random.default_rng(0).standard_normal(16000 * 5) * 0.1).astype(np.float32)  # 5 s > window
     times, whole = infer(model, x, 40)
-    stream = StreamingAudioToMotion(model, 40)
-    rng = np.random.default_rng(1)
-    got_t, got_p, i = [], [], 0
-    while i < len(x):
-        n = int(rng.integers(1, 2500))
-        t, p = stream.push(x[i:i + n])
-        got_t.append(t)
-        got_p.append(p)
-        i += n
-    assert np.allclose(np.concatenate(got_t), times)
-    assert np.allclose(np.concatenate(got_p), whole, atol=1e-5)
+    got_t, got_p = _push_in_random_chunks(StreamingAudioToMotion(model, 40), x, 1, 2500)
+    assert np.allclose(got_t, times)
+    assert np.allclose(got_p, whole, atol=1e-5)
 
 
 def test_onnx_streaming_step_equals_whole_signal() -> None:
@@ -44,17 +49,8 @@ def test_onnx_streaming_step_equals_whole_signal() -> None:
     x[16000:24000] = 0  # digital silence: the rest gate inside the graph
     times, whole = infer(model, x, 80)
     step = OnnxStep.build(model)
-    stream = StreamingAudioToMotion(model, 80, step)
-    rng = np.random.default_rng(5)
-    got_t, got_p, i = [], [], 0
-    while i < len(x):
-        n = int(rng.integers(1, 2000))
-        t, p = stream.push(x[i:i + n])
-        got_t.append(t)
-        got_p.append(p)
-        i += n
-    assert np.allclose(np.concatenate(got_t), times)
-    got = np.concatenate(got_p)
+    got_t, got = _push_in_random_chunks(StreamingAudioToMotion(model, 80, step), x, 5, 2000)
+    assert np.allclose(got_t, times)
     assert got.shape == whole.shape and np.abs(got - whole).max() < 1e-4
     assert (got[52:72] == 0).all()  # digital silence: mouth at rest
 
