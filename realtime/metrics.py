@@ -37,6 +37,9 @@ class RuntimeMetrics:
                                   namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
         self.sessions_active = Gauge("sessions_active", "Sessions running", ["graph"],
                                      namespace=ns, registry=r)
+        self.encode_latency = Histogram(
+            "encode_seconds", "Time to encode one outgoing frame for the network, by codec",
+            ["codec"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
         self.session_failures = Counter("session_failures_total", "Sessions ended by a failing stage",
                                         ["graph", "stage"], namespace=ns, registry=r)
 

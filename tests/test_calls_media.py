@@ -5,6 +5,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pytest
 import soundfile as sf
@@ -51,6 +52,8 @@ def test_mirror_call_streams_25fps_and_the_mouth_follows_the_caller(tmp_path: Pa
             assert await client.start() == 201
             await asyncio.sleep(11.0)
             client.stats_at_end = await client.stats()  # type: ignore[attr-defined]
+            async with aiohttp.ClientSession() as s, s.get(f"{http}/metrics") as r:
+                client.metrics_text = await r.text()  # type: ignore[attr-defined]
             assert await client.close() == 200
             return client
 
@@ -62,6 +65,10 @@ def test_mirror_call_streams_25fps_and_the_mouth_follows_the_caller(tmp_path: Pa
     fps = (len(window) - 1) / (window[-1][0] - window[0][0])
     assert fps >= 24.0, fps
     assert all((f.width, f.height) == (SIZE, SIZE) for _, f in video)
+    # the frames went out through the avatar's VP8 encoder (web/calls/video_encoder.py), timed
+    encoded = [ln for ln in client.metrics_text.splitlines()  # type: ignore[attr-defined]
+               if ln.startswith('avatar_encode_seconds_count{codec="vp8"}')]
+    assert encoded and float(encoded[0].split()[-1]) >= 250, encoded
     probe = MouthProbe.for_landmarks(default_avatar(SIZE).landmarks)
     gaps = mouth_gaps([rgb(f) for _, f in window], probe)
     assert gaps.max() >= 2, "the mouth never opened"

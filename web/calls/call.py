@@ -26,6 +26,8 @@ from realtime import Event, MonotonicClock, RuntimeMetrics, Session, SessionFail
 from .media import MicSource, TrackSink
 from .protocol import Mode
 from .tracks import ClockedTrack, Release
+from .video_encoder import install as install_vp8
+from .video_encoder import negotiated_video_codec
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +85,7 @@ class Call:
         kinds = {t.kind for t in self.pc.getTransceivers()}
         if "audio" in kinds:
             self.pc.addTrack(self.audio_track)
-        if "video" in kinds:
-            self.pc.addTrack(self.video_track)
+        video_sender = self.pc.addTrack(self.video_track) if "video" in kinds else None
         renderer = await self.engines.renderer(s.avatar, s.call_size)
         voice = await self.engines.voice(s.voice)
         motion = await self.engines.motion()
@@ -98,6 +99,8 @@ class Call:
                                session_id=self.id, on_event=self._on_event)
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
+        if video_sender is not None and negotiated_video_codec(self.pc.localDescription.sdp) == "video/vp8":
+            install_vp8(video_sender, self.metrics.encode_latency.labels(codec="vp8").observe)
         self._spawn(self._run_session(), "session")
         self._spawn(self._watchdog(), "watchdog")
         return self.pc.localDescription.sdp
