@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -48,12 +48,14 @@ class BatchingWorker(Generic[In, Out]):
     torch computes without the GIL, so two replicas use two cores."""
 
     def __init__(self, worker: EngineWorker[In, Out], *, max_batch: int = 8,
-                 replicas: Sequence[EngineWorker[In, Out]] = ()) -> None:
+                 replicas: Sequence[EngineWorker[In, Out]] = (),
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self.worker = worker
         self.workers = [worker, *replicas]
         self.engine = worker.engine
         self.max_batch = max_batch
         self.stats = BatchStats()
+        self._on_batch = on_batch  # told the size of each call (a metric)
         self._requests: deque[_Request[In, Out]] = deque()
         self._drainers: list[asyncio.Task[None] | None] = [None] * len(self.workers)
 
@@ -96,6 +98,8 @@ class BatchingWorker(Generic[In, Out]):
             self.stats.calls += 1
             self.stats.items += n
             self.stats.largest = max(self.stats.largest, n)
+            if self._on_batch is not None:
+                self._on_batch(n)
             i = 0
             for req in batch:
                 k = len(req.items)

@@ -40,6 +40,9 @@ class RuntimeMetrics:
         self.encode_latency = Histogram(
             "encode_seconds", "Time to encode one outgoing frame for the network, by codec",
             ["codec"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
+        self.engine_batch = Histogram(
+            "engine_batch_items", "Items per engine call (frames of all sessions rendered together)",
+            ["engine"], namespace=ns, registry=r, buckets=(1, 2, 3, 4, 6, 8, 16, 32, 64))
         self.session_failures = Counter("session_failures_total", "Sessions ended by a failing stage",
                                         ["graph", "stage"], namespace=ns, registry=r)
 

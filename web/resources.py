@@ -22,6 +22,7 @@ from pipelines.render.engine import renderer_engine
 from pipelines.speech.stages import SpeechEngine, TextSegment
 from pipelines.speech.tts import SpeechSynthesizer
 from pipelines.speech.types import Utterance
+from realtime import RuntimeMetrics
 
 from .settings import ServerSettings
 
@@ -57,8 +58,9 @@ class Voice:
 
 
 class SharedEngines:
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, metrics: RuntimeMetrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.device = "cuda" if settings.device == "auto" and torch.cuda.is_available() else (
             "cpu" if settings.device == "auto" else settings.device)
         self._voices: dict[str, asyncio.Task[Voice]] = {}
@@ -127,7 +129,9 @@ class SharedEngines:
         log.info("renderer %s at %d loaded (%d workers%s)", name, size, len(workers),
                  ", each in its own process" if processes else "")
         max_batch = self.settings.render_max_batch or (64 if self.device == "cuda" else 8)
-        return BatchingWorker(workers[0], max_batch=max_batch, replicas=workers[1:])
+        on_batch = (self.metrics.engine_batch.labels(engine="renderer").observe
+                    if self.metrics is not None else None)
+        return BatchingWorker(workers[0], max_batch=max_batch, replicas=workers[1:], on_batch=on_batch)
 
     def ready(self) -> bool:
         """The default voice and renderer are loaded (the first call or stream starts at once)."""
