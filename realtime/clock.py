@@ -91,17 +91,25 @@ class MediaClock:
     Audio is the master: a frame for media time `t` is due at `origin + t + playout_delay`,
     video frames are made for audio times, so sync holds by construction. Unpaced (offline
     rendering) nothing is ever due: deadlines are infinite and nobody waits.
+
+    `align_s` (e.g. one frame period) puts the origin on the next multiple of it on the
+    clock, so every session of a server started with the same value has its frames fall due
+    at the same instants: a shared engine then gets them together and runs them as one batch
+    (the renderer on CPU: 512² frames 6.9 ms each alone, 3.6 ms in fours). Costs at most
+    `align_s` of extra start-up delay.
     """
 
-    def __init__(self, clock: Clock, *, paced: bool, playout_delay_s: float) -> None:
+    def __init__(self, clock: Clock, *, paced: bool, playout_delay_s: float, align_s: float | None = None) -> None:
         self.clock = clock
         self.paced = paced
         self.playout_delay_s = playout_delay_s
+        self.align_s = align_s
         self.origin: float | None = None
 
     def start(self) -> None:
         if self.origin is None:
-            self.origin = self.clock.now()
+            now = self.clock.now()
+            self.origin = math.ceil(now / self.align_s) * self.align_s if self.align_s else now
 
     def due(self, media_time_s: float) -> float:
         if not self.paced:

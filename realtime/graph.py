@@ -91,12 +91,13 @@ class Session:
 
     def __init__(self, graph: Graph, *, clock: Clock | None = None, paced: bool = True,
                  metrics: RuntimeMetrics | None = None, session_id: str | None = None,
-                 on_event: Callable[[Event], None] | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None, align_s: float | None = None) -> None:
         graph.validate()
         self.graph = graph
         self.id = session_id or f"s{next(_session_ids)}"
         self.clock = clock or MonotonicClock()
-        self.media_clock = MediaClock(self.clock, paced=paced, playout_delay_s=graph.latency_budget_s)
+        self.media_clock = MediaClock(self.clock, paced=paced, playout_delay_s=graph.latency_budget_s,
+                                      align_s=align_s)
         self.metrics = metrics or RuntimeMetrics()
         self.epoch = 0
         self.error: SessionFailed | None = None

@@ -61,6 +61,12 @@ class ServerSettings(BaseModel):
     call_latency_budget_s: float = Field(0.04, gt=0, description="media time -> release to the encoder")
     call_render_margin_s: float = Field(0.025, ge=0, description=(
         "mirroring, a frame is emitted this long before its release (idle, render, sink)"))
+    call_lead_frames: int = Field(2, ge=1, le=5, description=(
+        "agent mode: frames are made this many frame periods before their media time (render time "
+        "to spare when calls share the CPU; speech starts this much later)"))
+    call_frame_grid: bool = Field(True, description=(
+        "start every call's media clock on a shared 1/fps grid, so all calls' frames fall due together "
+        "and the renderer draws them in one batch (adds up to one frame period at call start)"))
     call_peer_timeout_s: float = Field(20.0, gt=0, description="end a call with no media from the peer this long")
     barge_in: bool = Field(True, description="agent mode: the caller speaking stops the avatar")
     barge_in_min_speech_ms: int = Field(120, ge=32)

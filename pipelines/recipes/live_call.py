@@ -42,14 +42,14 @@ def live_call_graph(*, mic: Stage, sink: Stage, voices: VoiceResolver, default_v
                     renderer: EngineWorker[Any, Any], motion: EngineWorker[Any, Any], sample_rate: int,
                     fps: int, seed: int = 0, lookahead_ms: int = 40, mirror_delay_s: float = 0.08,
                     render_margin_s: float = 0.025, barge_in_min_speech_ms: int = 120,
-                    latency_budget_s: float = 0.04) -> LiveCall:
+                    latency_budget_s: float = 0.04, lead_frames: int = 2) -> LiveCall:
     """Frames are released `latency_budget_s` after their media time. Otherwise the articulator
-    emits each frame one frame period ahead of its media time (render time to spare when calls
-    share the CPU; a barge-in silences audio already handed on); mirroring, it holds it until
+    emits each frame `lead_frames` frame periods ahead of its media time (render time to spare
+    when calls share the CPU; a barge-in silences audio already handed on); mirroring, it holds it until
     `render_margin_s` (idle, render, sink) before its release, so the lips show the latest audio."""
     g = Graph("live_call", latency_budget_s=latency_budget_s)
     text = LiveText("text", default_voice=default_voice)
-    articulate = CallArticulate("visemes", fps=fps, sample_rate=sample_rate, lookahead_frames=1,
+    articulate = CallArticulate("visemes", fps=fps, sample_rate=sample_rate, lookahead_frames=lead_frames,
                                 mirror_delay_s=mirror_delay_s,
                                 mirror_hold_s=max(0.0, latency_budget_s - render_margin_s))
     mirror = MirrorMouth("mirror", motion, lookahead_ms=lookahead_ms)
@@ -57,7 +57,7 @@ def live_call_graph(*, mic: Stage, sink: Stage, voices: VoiceResolver, default_v
           DetectVoice("vad", min_speech_ms=barge_in_min_speech_ms),
           mirror, text, LiveSynthesize("tts", voices), articulate,
           Animate("idle", seed=seed),
-          Render("render", renderer, image_format="yuv420p", max_batch=1),
+          Render("render", renderer, image_format="yuv420p", max_batch=4, in_flight=2),
           sink)
     g.link(f"{mic.name}.out", "resample.in", capacity=50, policy=LatePolicy.DROP)  # stale mic audio is useless
     g.link("resample.out", "vad.in", capacity=50, policy=LatePolicy.DROP)

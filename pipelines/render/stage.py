@@ -1,6 +1,7 @@
 """The render stage: motion frames in, video frames out, through the renderer engine."""
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import torch
@@ -12,25 +13,58 @@ from realtime import ChannelClosed, Frame, Stage, StageContext, VideoFrame
 
 class Render(Stage):
     """Takes whatever motion frames are ready (up to `max_batch`) and renders them in one
-    engine call; offline that batches, live it is usually one frame at a time."""
+    engine call; offline that batches, live it is usually one frame at a time.
+
+    `in_flight`: how many engine calls of this stage may run at once (outputs stay in order).
+    With one, a session's next frame waits for its previous one; when the renderer is shared by
+    many sessions and one call takes most of a frame period, those waits pile up (4 calls at
+    512² on cpu2: a batch of four frames takes 30-40 ms, and frames waited up to 80 ms before
+    their turn). With two, the next frame joins the next batch, on another renderer replica."""
 
     def __init__(self, name: str, worker: EngineWorker[Any, torch.Tensor], *, image_format: str = "rgb24",
-                 max_batch: int = 4, budget_s: float = 0.040) -> None:
+                 max_batch: int = 4, budget_s: float = 0.040, in_flight: int = 1) -> None:
         super().__init__(name, budget_s=budget_s)
+        if in_flight < 1:
+            raise ValueError("in_flight must be >= 1")
         self.worker = worker
         self.image_format = image_format  # what the renderer engine produces
         self.max_batch = max_batch
+        self.in_flight = in_flight
 
     async def run(self, ctx: StageContext) -> None:
-        inp, out = ctx.input(), ctx.output()
+        slots = asyncio.Semaphore(self.in_flight)
+        # (frames, their engine call, a marker that followed them) in input order; None: the end
+        calls: asyncio.Queue[tuple[list[MotionFrame], asyncio.Future[Any] | None, object] | None] = asyncio.Queue()
+        submit = asyncio.create_task(self._submit(ctx, calls, slots), name=f"{self.name}-submit")
+        emit = asyncio.create_task(self._emit(ctx, calls, slots), name=f"{self.name}-emit")
+        try:
+            await asyncio.wait({submit, emit}, return_when=asyncio.FIRST_COMPLETED)
+            if emit.done():  # it only ends early by failing
+                emit.result()
+            submit.result()
+            calls.put_nowait(None)
+            await emit
+        finally:
+            for t in (submit, emit):
+                t.cancel()
+            await asyncio.gather(submit, emit, return_exceptions=True)
+            while not calls.empty():  # cancelled or failed: engine calls nobody will collect
+                item = calls.get_nowait()
+                if item is not None and item[1] is not None:
+                    item[1].cancel()
+
+    async def _submit(self, ctx: StageContext, calls: asyncio.Queue[Any], slots: asyncio.Semaphore) -> None:
+        inp = ctx.input()
         meter = ctx.meter(self)
         while True:
+            await slots.acquire()  # before reading: frames that arrive meanwhile join the batch
             try:
                 first = await inp.get()
             except ChannelClosed:
                 return
             if not isinstance(first, Frame):
-                await out.put(first)
+                slots.release()
+                calls.put_nowait(([], None, first))
                 continue
             batch: list[MotionFrame] = [first]  # type: ignore[list-item]
             marker = None
@@ -43,11 +77,24 @@ class Render(Stage):
                     break
                 batch.append(nxt)  # type: ignore[arg-type]
             meter.frames_in(len(batch))
-            t0 = ctx.clock.now()
-            images = await self.worker.run([{"params": torch.from_numpy(f.params)} for f in batch])
-            meter.work(ctx.clock.now() - t0, len(batch))
-            for f, img in zip(batch, images, strict=True):
-                await out.put(VideoFrame(image=img.numpy(), format=self.image_format, **f.timing()))
-                meter.frames_out()
+            calls.put_nowait((batch, asyncio.ensure_future(self._render(ctx, meter, batch)), marker))
+
+    async def _render(self, ctx: StageContext, meter: Any, batch: list[MotionFrame]) -> list[torch.Tensor]:
+        t0 = ctx.clock.now()
+        images = await self.worker.run([{"params": torch.from_numpy(f.params)} for f in batch])
+        meter.work(ctx.clock.now() - t0, len(batch))
+        return images
+
+    async def _emit(self, ctx: StageContext, calls: asyncio.Queue[Any], slots: asyncio.Semaphore) -> None:
+        out = ctx.output()
+        meter = ctx.meter(self)
+        while (item := await calls.get()) is not None:
+            batch, task, marker = item
+            if task is not None:
+                images = await task
+                for f, img in zip(batch, images, strict=True):
+                    await out.put(VideoFrame(image=img.numpy(), format=self.image_format, **f.timing()))
+                    meter.frames_out()
+                slots.release()
             if marker is not None:
                 await out.put(marker)

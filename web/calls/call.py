@@ -93,10 +93,13 @@ class Call:
         self.live = live_call_graph(mic=self.mic, sink=sink, voices=self.engines.tts, default_voice=s.voice,
                                     renderer=renderer, motion=motion, sample_rate=voice.sample_rate, fps=s.fps,
                                     lookahead_ms=s.call_lookahead_ms, mirror_delay_s=s.call_mirror_delay_s,
-                                    render_margin_s=s.call_render_margin_s, latency_budget_s=s.call_latency_budget_s)
+                                    render_margin_s=s.call_render_margin_s, latency_budget_s=s.call_latency_budget_s,
+                                    lead_frames=s.call_lead_frames)
         self.set_mode(self.mode)
+        # Every call's frames fall due on the same 1/fps grid: the renderer batches them.
         self.session = Session(self.live.graph, clock=self._clock, paced=True, metrics=self.metrics,
-                               session_id=self.id, on_event=self._on_event)
+                               session_id=self.id, on_event=self._on_event,
+                               align_s=1 / s.fps if s.call_frame_grid else None)
         answer = await self.pc.createAnswer()
         await self.pc.setLocalDescription(answer)
         if video_sender is not None and negotiated_video_codec(self.pc.localDescription.sdp) == "video/vp8":

@@ -67,6 +67,8 @@ class MicSource(Stage):
             # late, when the connection opens), so jitter never bends it and bursts never push it.
             offset = min(offset, (now - origin) - (pts - first_pts) / rate)
             t = offset + (pts - first_pts) / rate
+            if t < 0:  # before the session's media time starts (its origin is on the frame grid)
+                continue
             self.arrivals.append((t, now))
             self.frames += 1
             with contextlib.suppress(Exception):
