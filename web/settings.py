@@ -61,7 +61,7 @@ class ServerSettings(BaseModel):
     call_latency_budget_s: float = Field(0.04, gt=0, description="media time -> release to the encoder")
     call_render_margin_s: float = Field(0.025, ge=0, description=(
         "mirroring, a frame is emitted this long before its release (idle, render, sink)"))
-    call_lead_frames: int = Field(2, ge=1, le=5, description=(
+    call_lead_frames: int = Field(3, ge=1, le=5, description=(
         "agent mode: frames are made this many frame periods before their media time (render time "
         "to spare when calls share the CPU; speech starts this much later)"))
     call_frame_grid: bool = Field(True, description=(

@@ -42,7 +42,7 @@ def live_call_graph(*, mic: Stage, sink: Stage, voices: VoiceResolver, default_v
                     renderer: EngineWorker[Any, Any], motion: EngineWorker[Any, Any], sample_rate: int,
                     fps: int, seed: int = 0, lookahead_ms: int = 40, mirror_delay_s: float = 0.08,
                     render_margin_s: float = 0.025, barge_in_min_speech_ms: int = 120,
-                    latency_budget_s: float = 0.04, lead_frames: int = 2) -> LiveCall:
+                    latency_budget_s: float = 0.04, lead_frames: int = 3) -> LiveCall:
     """Frames are released `latency_budget_s` after their media time. Otherwise the articulator
     emits each frame `lead_frames` frame periods ahead of its media time (render time to spare
     when calls share the CPU; a barge-in silences audio already handed on); mirroring, it holds it until
