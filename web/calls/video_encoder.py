@@ -1,12 +1,19 @@
 """The avatar's VP8 encoder: aiortc's, with settings for synthetic frames.
 
 aiortc encodes every outgoing VP8 frame with libvpx tuned for cameras: the temporal
-denoiser on (`noise-sensitivity` 4). Our frames are rendered, so there is no sensor noise to
-remove, and on avatar frames at 512² the denoiser costs about a third of the encode
-(3.97 ms → 2.95 ms per frame, cpu2) while *lowering* PSNR by 3 dB at 500 kbps (it smears the
-lips' motion into the next frame). That third is the difference between three and four calls
-on a two-core server (BENCHMARKS.md, "Sustained calls"). `cpu-used` −8 instead of −6
-trims a little more at the same PSNR.
+denoiser on (`noise-sensitivity` 4), `cpu-used` −6. Our frames are rendered, so there is no
+sensor noise to remove. Rendered 512² avatar frames (cpu2, `libvpx` through PyAV, ms per frame
+and luma PSNR of the decoded frames):
+
+    settings                          500 kbps           1.5 Mbps (where REMB goes on a LAN)
+    aiortc's (denoiser, cpu-used -6)  4.0 ms, 42.7 dB    4.9 ms, 43.8 dB
+    no denoiser, cpu-used -8          2.9 ms, 45.0 dB    4.0 ms, 48.7 dB
+    no denoiser, cpu-used -12 (ours)  2.3 ms, 43.5 dB    2.8 ms, 48.1 dB
+
+The denoiser costs a quarter to a third of the encode and *lowers* PSNR by 3-5 dB (it smears
+the lips' motion into the next frame); −12 then trades 0.6-1.5 dB for another 0.6-1.2 ms.
+With four calls at 25 fps that is ~0.2 of a core, on a two-core server (BENCHMARKS.md,
+"Sustained calls").
 
 aiortc has no public way to configure its encoder, so `install(sender)` puts an encoder in
 the sender before its RTP loop starts (the loop creates one only when none is there). Keyframe
@@ -31,10 +38,10 @@ _SLOT = "_RTCRtpSender__encoder"  # where RTCRtpSender keeps its encoder (aiortc
 
 
 class AvatarVp8Encoder(Vp8Encoder):
-    """VP8 for rendered frames: no denoiser, one notch faster; times each frame. Rate control,
+    """VP8 for rendered frames: no denoiser, faster search; times each frame. Rate control,
     keyframes and packetization as aiortc's."""
 
-    OPTIONS = {"noise-sensitivity": "0", "cpu-used": "-8"}
+    OPTIONS = {"noise-sensitivity": "0", "cpu-used": "-12"}
 
     def __init__(self, on_encoded: Any = None) -> None:
         super().__init__()
