@@ -97,13 +97,20 @@ def test_100_connect_disconnect_cycles_leave_no_tasks_and_no_memory_behind() -> 
             # 593, 607, 620, 631, 623, 624 MB — a plateau the heap reaches within a few hundred
             # cycles and then wanders on by ±30 MB, not a leak (a leak of 0.6 MB a call would
             # still show). With 30, then 100 warm-up cycles the baseline sat below it and the
-            # test failed now and then (+76 MB once in a fresh-clone run).
-            for _ in range(200):
+            # test failed now and then (+76 MB once in a fresh-clone run; +62 MB once with 200).
+            # So the baseline is the highest of the readings taken through the warm-up: memory
+            # must not leave the envelope the heap already wandered in.
+            envelope = []
+            for k in range(200):
                 warm = CallClient(http)
                 assert await warm.start() == 201
                 await warm.close()
+                if k % 50 == 49:
+                    await asyncio.sleep(0.5)
+                    envelope.append((await health(http))["rss_mb"])
             await asyncio.sleep(1.0)
             before = await health(http)
+            before["envelope_mb"] = max(envelope + [before["rss_mb"]])
             for i in range(100):
                 c = CallClient(http)
                 assert await c.start() == 201
@@ -121,7 +128,7 @@ def test_100_connect_disconnect_cycles_leave_no_tasks_and_no_memory_behind() -> 
 
     before, after = asyncio.run(scenario())
     assert after["calls"] == 0 and after["tasks"] <= before["tasks"], (before, after)
-    assert after["rss_mb"] - before["rss_mb"] <= 60, (before, after)
+    assert after["rss_mb"] - before["envelope_mb"] <= 60, (before, after)
 
 
 def test_a_vanished_peer_is_cleaned_up_without_delete() -> None:

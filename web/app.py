@@ -41,6 +41,7 @@ STATIC = Path(__file__).parent / "static"
 
 LOOP_LAG = web.AppKey("loop_lag", LoopLagMonitor)
 
+
 def create_app(settings: ServerSettings | None = None, *, metrics: RuntimeMetrics | None = None) -> web.Application:
     settings = settings or ServerSettings.from_env()
     app = web.Application(middlewares=[_auth_middleware])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -43,7 +44,7 @@ class AvatarVp8Encoder(Vp8Encoder):
 
     OPTIONS = {"noise-sensitivity": "0", "cpu-used": "-12"}
 
-    def __init__(self, on_encoded: Any = None) -> None:
+    def __init__(self, on_encoded: Callable[[float], None] | None = None) -> None:
         super().__init__()
         self._on_encoded = on_encoded  # called with seconds per frame (the metric)
 
@@ -92,7 +93,7 @@ def negotiated_video_codec(answer_sdp: str) -> str | None:
     return None
 
 
-def install(sender: Any, on_encoded: Any = None) -> bool:
+def install(sender: Any, on_encoded: Callable[[float], None] | None = None) -> bool:
     """Give `sender` (an RTCRtpSender of video, before its transport connects) our VP8
     encoder. Only for calls that negotiated VP8 (`negotiated_video_codec`)."""
     if not hasattr(sender, _SLOT):
