@@ -175,7 +175,7 @@ async def _startup(app: web.Application) -> None:
         await state.engines.preload()
     # What is loaded now (models, codecs, libraries: ~275k tracked objects) lives as long as the
     # server: keep it out of the cyclic collector's full passes. One full pass over it takes
-    # 100-140 ms (cpu2), a stall of every call's frames whenever it happens during calls.
+    # 100-140 ms (cpu2, seen at start-up); during calls it would hold up every call's frames.
     gc.freeze()
 
 
