@@ -178,6 +178,7 @@ async def server_process(**settings: Any) -> Any:
         port = s.getsockname()[1]
     env = {**os.environ, **{f"AVATAR_{k.upper()}": json.dumps(v) if isinstance(v, list | dict) else str(v)
                             for k, v in settings.items()}}
+    env.setdefault("MALLOC_ARENA_MAX", "2")  # as `make serve` runs it (docs/calls.md, "Memory")
     proc = subprocess.Popen([sys.executable, "-m", "avatar", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None

@@ -23,6 +23,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from pipelines.recipes.live_call import LiveCall, live_call_graph
 from realtime import Event, MonotonicClock, RuntimeMetrics, Session, SessionFailed
 
+from .ice_cleanup import ice_connections, stop_orphan_consent_checks
 from .media import MicSource, TrackSink
 from .protocol import Mode
 from .tracks import ClockedTrack, Release
@@ -319,6 +320,7 @@ class Call:
         self.video_track.stop()
         with contextlib.suppress(Exception):
             await self.pc.close()
+        await stop_orphan_consent_checks(ice_connections(self.pc))
         self._closed.set()
         if self._on_closed is not None:
             self._on_closed(self)
