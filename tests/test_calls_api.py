@@ -149,6 +149,74 @@ def test_a_vanished_peer_is_cleaned_up_without_delete() -> None:
     assert asyncio.run(scenario()) <= 30
 
 
+def test_a_caller_who_only_watches_is_not_taken_for_gone() -> None:
+    """No microphone, no camera (the page offers receive-only when permission is refused):
+    nothing but RTCP reports and the data channel comes from this caller, and the call must
+    stay up well past the peer timeout, at full frame rate."""
+    async def scenario() -> tuple[int, float, int]:
+        async with running_server(**CALL, call_peer_timeout_s=2.0) as server:
+            registry = server.app[_calls_key()]["registry"]
+            c = CallClient(server.http, wav=None, keep_video=False)
+            assert await c.start() == 201
+            await asyncio.sleep(2.0)
+            n0, t0 = len(c.got.video), asyncio.get_running_loop().time()
+            await asyncio.sleep(6.0)  # three peer timeouts
+            fps = (len(c.got.video) - n0) / (asyncio.get_running_loop().time() - t0)
+            alive = len(registry.calls)
+            status = await c.close()
+            return alive, fps, status
+
+    alive, fps, status = asyncio.run(scenario())
+    assert alive == 1 and status == 200, (alive, status)  # still there to be deleted
+    assert fps >= 20, fps
+
+
+CALLER = """
+import asyncio, sys, time
+sys.path.insert(0, "tests")
+from callutil import CallClient
+
+async def main():
+    c = CallClient(sys.argv[1], wav=None, keep_video=False)
+    assert await c.start() == 201
+    print("UP", flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+def test_a_caller_killed_outright_is_cleaned_up_after_the_peer_timeout() -> None:
+    """A crashed tab or a dropped network sends no DTLS close and no DELETE: silence on the
+    transport ends the call (ICE consent alone would take ~30 s)."""
+    import subprocess
+    import sys
+
+    async def scenario() -> tuple[float, int]:
+        async with running_server(**CALL, call_peer_timeout_s=3.0) as server:
+            registry = server.app[_calls_key()]["registry"]
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", CALLER, server.http,
+                                                        stdout=subprocess.PIPE)
+            assert proc.stdout is not None
+            try:
+                async with asyncio.timeout(30):
+                    assert (await proc.stdout.readline()).strip() == b"UP"
+                await asyncio.sleep(4.0)  # longer than the timeout: alive, since it reports
+                alive = len(registry.calls)
+            finally:
+                proc.kill()
+                await proc.wait()
+            t0 = asyncio.get_running_loop().time()
+            async with asyncio.timeout(30):
+                while registry.calls:
+                    await asyncio.sleep(0.1)
+            return asyncio.get_running_loop().time() - t0, alive
+
+    gone_after, alive = asyncio.run(scenario())
+    assert alive == 1
+    assert gone_after <= 3.0 + 2.0, gone_after  # the timeout, and a watchdog turn or two
+
+
 def _calls_key():  # the app key object of the call routes
     from web.calls.routes import CALLS
 

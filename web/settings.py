@@ -67,7 +67,7 @@ class ServerSettings(BaseModel):
     call_frame_grid: bool = Field(True, description=(
         "start every call's media clock on a shared 1/fps grid, so all calls' frames fall due together "
         "and the renderer draws them in one batch (adds up to one frame period at call start)"))
-    call_peer_timeout_s: float = Field(20.0, gt=0, description="end a call with no media from the peer this long")
+    call_peer_timeout_s: float = Field(20.0, gt=0, description="end a call when nothing (media, RTCP reports, data) has come from the peer this long")
     barge_in: bool = Field(True, description="agent mode: the caller speaking stops the avatar")
     barge_in_min_speech_ms: int = Field(120, ge=32)
     # Compute

@@ -4,7 +4,7 @@ Lifecycle: `accept(offer)` answers the caller's SDP and starts the session (the 
 alive from then on, at full frame rate). `say`, `interrupt` and `set_mode` drive it (HTTP or
 data channel). `close()` ends everything it holds — session, tracks, peer connection, the
 tasks reading the caller's media — and is idempotent; it runs on DELETE, on a stage failure,
-and when the peer vanishes (ICE/DTLS failed or closed, or no media for `peer_timeout_s`).
+and when the peer vanishes (ICE/DTLS failed or closed, or nothing heard for `peer_timeout_s`).
 """
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ class Call:
         self._channels: list[Any] = []
         self._closed = asyncio.Event()
         self._closing = False
-        self.last_media = time.monotonic()
+        self.last_heard = time.monotonic()
         self.close_reason = ""
         # A/V sync: how late each track releases frames relative to their media time.
         self._skew: dict[str, float] = {"audio": 0.0, "video": 0.0}
@@ -127,17 +127,27 @@ class Call:
 
     async def _watchdog(self) -> None:
         """Peers that vanish without DELETE: ICE consent or DTLS usually reports it; if not,
-        no incoming media for peer_timeout_s ends the call."""
+        nothing heard from the peer for peer_timeout_s ends the call. Heard: any packet on its
+        transport (media, RTCP receiver reports, data channel), so a caller without microphone
+        or camera, who only watches and listens, is heard too: its reports come every second."""
         timeout = self.settings.call_peer_timeout_s
+        received = 0
         while True:
             await asyncio.sleep(min(1.0, timeout / 4))
-            if self.mic.frames:
-                self.last_media = max(self.last_media, self.mic.arrivals[-1][1] if self.mic.arrivals else 0.0)
-            silent_for = time.monotonic() - max(self.last_media, self.created)
+            now_received = await self._packets_received()
+            if now_received > received:
+                received = now_received
+                self.last_heard = time.monotonic()
+            silent_for = time.monotonic() - max(self.last_heard, self.created)
             if self.pc.connectionState in ("failed", "closed") or silent_for > timeout:
                 await self.close("peer gone" if self.pc.connectionState in ("failed", "closed")
-                                 else f"no media from the peer for {timeout:.0f} s")
+                                 else f"nothing heard from the peer for {timeout:.0f} s")
                 return
+
+    async def _packets_received(self) -> int:
+        """Packets that arrived on the peer's transports (aiortc's transport stats)."""
+        stats = await self.pc.getStats()
+        return sum(getattr(s, "packetsReceived", 0) or 0 for s in stats.values() if s.type == "transport")
 
     # -- peer events ------------------------------------------------------------------------
     def _on_track(self, track: MediaStreamTrack) -> None:
@@ -150,7 +160,6 @@ class Call:
         with contextlib.suppress(MediaStreamError):
             while True:
                 await track.recv()
-                self.last_media = time.monotonic()
 
     async def _on_state(self) -> None:
         if self.pc.connectionState in ("failed", "closed"):
