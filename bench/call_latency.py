@@ -11,7 +11,8 @@ the server keeps up when it neither dropped nor repeated (late for their present
 more than 1 % of its video frames. The callers stand in for remote browsers: they run in a
 second process at nice 19 and count the video frames they receive without decoding them
 (decoding N 512² streams would take the CPU the server is measured on). Server CPU (cores)
-comes from its own process_cpu_seconds_total.
+comes from its own process_cpu_seconds_total plus its engine processes'
+avatar_engine_process_cpu_seconds_total (the renderer's children).
 """
 from __future__ import annotations
 
@@ -125,17 +126,21 @@ async def sustained(n: int, seconds: float, size: int) -> dict[str, float]:
         late0 = await metric(http, 'avatar_deadline_misses_total{channel="render.out->call.video"')
         drop0 = await metric(http, 'avatar_frames_dropped_total{channel="idle.out->render.in"')
         cpu0 = await metric(http, "process_cpu_seconds_total")
+        engines0 = await metric(http, "avatar_engine_process_cpu_seconds_total")
         t0 = time.monotonic()
         fps = json.loads((await proc.stdout.readline()).decode())
         dt = time.monotonic() - t0
-        cpu = (await metric(http, "process_cpu_seconds_total") - cpu0) / dt
+        main_cpu = (await metric(http, "process_cpu_seconds_total") - cpu0) / dt
+        engines_cpu = (await metric(http, "avatar_engine_process_cpu_seconds_total") - engines0) / dt
+        cpu = main_cpu + engines_cpu
         late = await metric(http, 'avatar_deadline_misses_total{channel="render.out->call.video"') - late0
         dropped = await metric(http, 'avatar_frames_dropped_total{channel="idle.out->render.in"') - drop0
         await proc.wait()
     frames = n * seconds * 25
     return {"calls": n, "size": size, "late_or_dropped_share": (late + dropped) / frames,
             "min_received_fps": min(fps), "mean_received_fps": float(np.mean(fps)),
-            "server_cpu_cores": cpu, "server_cpu_cores_per_call": cpu / max(n, 1)}
+            "server_cpu_cores": cpu, "server_cpu_cores_per_call": cpu / max(n, 1),
+            "server_main_process_cpu_cores": main_cpu, "engine_processes_cpu_cores": engines_cpu}
 
 
 async def main() -> None:
@@ -165,7 +170,8 @@ async def main() -> None:
         rows.append(r)
         print(f"  {n} calls: {100 * r['late_or_dropped_share']:.2f} % frames late/dropped, received fps "
               f"min {r['min_received_fps']:.1f} mean {r['mean_received_fps']:.1f}; server CPU {r['server_cpu_cores']:.2f} cores "
-              f"({r['server_cpu_cores_per_call']:.2f} per call)", flush=True)
+              f"({r['server_cpu_cores_per_call']:.2f} per call; main process {r['server_main_process_cpu_cores']:.2f}, "
+              f"engine processes {r['engine_processes_cpu_cores']:.2f})", flush=True)
     out["sustained"] = rows
     os.makedirs("bench/out", exist_ok=True)
     Path("bench/out/call_latency.json").write_text(json.dumps(out, indent=2))

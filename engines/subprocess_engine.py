@@ -104,6 +104,12 @@ class SubprocessEngine(Engine[Any, Any]):
             self.close()
             raise RuntimeError(f"engine {self.name!r} failed to load in its process: {payload}")
 
+    @property
+    def pid(self) -> int | None:
+        """The child process while it runs (for its CPU and memory figures)."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
     def run_batch(self, items: Sequence[Any]) -> list[Any]:
         if self._conn is None:
             raise RuntimeError(f"engine {self.name!r} used before load()")

@@ -45,3 +45,40 @@ def test_a_factory_that_fails_is_reported() -> None:
     with pytest.raises(RuntimeError, match="failed to load in its process"):
         engine.load()
     assert engine._proc is None
+
+
+def test_its_cpu_and_memory_are_exported_while_it_runs() -> None:
+    """The server's own process_cpu_seconds_total misses a child's work: these count it."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from engines.process_stats import EngineProcessCollector
+
+    registry = CollectorRegistry()
+    collector = EngineProcessCollector()
+    registry.register(collector)
+
+    def sample(name: str) -> float | None:
+        return registry.get_sample_value(name, {"engine": "renderer-test", "replica": "0"})
+
+    async def scenario() -> tuple[float, float, float]:
+        make = functools.partial(renderer_engine, default_avatar(256), "renderer-test", "cpu")
+        engine = SubprocessEngine("renderer-test", make)
+        worker = EngineWorker(engine)
+        await worker.start()
+        collector.add("0", engine)
+        try:
+            before = sample("avatar_engine_process_cpu_seconds_total")
+            for _ in range(20):
+                await worker.run([{"params": torch.rand(N_PARAMS) * 0.6} for _ in range(4)])
+            after = sample("avatar_engine_process_cpu_seconds_total")
+            rss = sample("avatar_engine_process_resident_memory_bytes")
+            assert before is not None and after is not None and rss is not None
+            assert b"avatar_engine_process_cpu_seconds_total{" in generate_latest(registry)
+            return before, after, rss
+        finally:
+            await worker.close()
+
+    before, after, rss = asyncio.run(scenario())
+    assert after - before >= 0.05, (before, after)  # 80 frames of 256² are not free
+    assert 50e6 < rss < 4e9, rss  # torch and the avatar are in there
+    assert sample("avatar_engine_process_cpu_seconds_total") is None  # closed: it drops out

@@ -4,6 +4,7 @@ warm until the server stops. Sessions come and go; they only borrow these."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -15,6 +16,7 @@ import torch
 
 from engines import Engine, EngineWorker
 from engines.batcher import BatchingWorker
+from engines.process_stats import EngineProcessCollector
 from engines.subprocess_engine import SubprocessEngine
 from pipelines.media.live import CodecInfo, probe_codecs
 from pipelines.render.avatar import DEFAULT_AVATAR, Avatar, avatar_from_file, default_avatar
@@ -67,6 +69,10 @@ class SharedEngines:
         self._renderers: dict[tuple[str, int], asyncio.Task[BatchingWorker[Any, Any]]] = {}
         self._codecs: CodecInfo | None = None
         self._motion: asyncio.Future[EngineWorker[Any, Any]] | None = None
+        # CPU and memory of the engines' own processes: the server's process_* figures miss them
+        self._processes = EngineProcessCollector()
+        if metrics is not None:
+            metrics.registry.register(self._processes)
 
     async def codecs(self) -> CodecInfo:
         if self._codecs is None:
@@ -120,10 +126,12 @@ class SharedEngines:
         processes = self.settings.render_processes
         if processes is None:
             processes = self.device == "cpu"
-        for _ in range(self.settings.render_workers):
+        for i in range(self.settings.render_workers):
             engine: Engine[Any, Any] = (SubprocessEngine(f"renderer-{name}-{size}", make,
                                                          torch_threads=self.settings.torch_threads)
                                         if processes else make())
+            if isinstance(engine, SubprocessEngine):
+                self._processes.add(str(i), engine)
             workers.append(EngineWorker(engine))
             await workers[-1].start()
         log.info("renderer %s at %d loaded (%d workers%s)", name, size, len(workers),
@@ -159,6 +167,9 @@ class SharedEngines:
         await asyncio.gather(self.codecs(), self.voice(s.voice), self.renderer(s.avatar, s.size), self.motion())
 
     async def close(self) -> None:
+        if self.metrics is not None:
+            with contextlib.suppress(KeyError):  # closed before
+                self.metrics.registry.unregister(self._processes)
         tasks = [*self._voices.values(), *self._renderers.values(), *([self._motion] if self._motion else [])]
         self._motion = None
         self._voices.clear()
