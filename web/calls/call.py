@@ -95,7 +95,7 @@ class Call:
                                     renderer=renderer, motion=motion, sample_rate=voice.sample_rate, fps=s.fps,
                                     lookahead_ms=s.call_lookahead_ms, mirror_delay_s=s.call_mirror_delay_s,
                                     render_margin_s=s.call_render_margin_s, latency_budget_s=s.call_latency_budget_s,
-                                    lead_frames=s.call_lead_frames)
+                                    lead_frames=s.call_lead_frames, barge_in_min_speech_ms=s.barge_in_min_speech_ms)
         self.set_mode(self.mode)
         # Every call's frames fall due on the same 1/fps grid: the renderer batches them.
         self.session = Session(self.live.graph, clock=self._clock, paced=True, metrics=self.metrics,
@@ -134,7 +134,11 @@ class Call:
         received = 0
         while True:
             await asyncio.sleep(min(1.0, timeout / 4))
-            now_received = await self._packets_received()
+            try:
+                now_received = await self._packets_received()
+            except Exception:  # noqa: BLE001 - counts as nothing heard, never as a dead watchdog
+                log.exception("call %s: reading transport stats failed", self.id)
+                now_received = received
             if now_received > received:
                 received = now_received
                 self.last_heard = time.monotonic()
