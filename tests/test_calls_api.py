@@ -172,7 +172,7 @@ def test_a_caller_who_only_watches_is_not_taken_for_gone() -> None:
 
 
 CALLER = """
-import asyncio, sys, time
+import asyncio, sys
 sys.path.insert(0, "tests")
 from callutil import CallClient
 
