@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from pathlib import Path
 
 import hmac
@@ -27,6 +28,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, ProcessCollector, gene
 from aiohttp.abc import AbstractAccessLogger
 
 from engines import configure_torch_threads
+from engines.process_stats import process_stats
 from realtime import LoopLagMonitor, RuntimeMetrics
 
 from .calls.routes import CALLS, CallRegistry, add_call_routes
@@ -128,14 +130,8 @@ def _trim_heap() -> None:
 
 def resident_mb() -> float | None:
     """This process's resident memory in MB (Linux; None elsewhere)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
+    stats = process_stats(os.getpid())
+    return None if stats is None else round(stats.resident_bytes / 2**20, 1)
 
 
 async def _readyz(request: web.Request) -> web.Response:
