@@ -21,6 +21,11 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 
+class EngineDied(RuntimeError):
+    """The engine's process (or device) is gone, not the input's fault: the batch in hand is
+    lost, and a restart (`EngineWorker.restart`) brings the engine back."""
+
+
 class Engine(ABC, Generic[In, Out]):
     name: str = "engine"
 
@@ -53,6 +58,13 @@ class EngineWorker(Generic[In, Out]):
     def _load_and_warm(self) -> None:
         self.engine.load()
         self.engine.warmup()
+
+    async def restart(self) -> None:
+        """Close the engine and load it again, on its own thread (after EngineDied)."""
+        self.started = False
+        await self._thread.call(self.engine.close)
+        await self._thread.call(self._load_and_warm)
+        self.started = True
 
     async def run(self, items: Sequence[In]) -> list[Out]:
         if not self.started:

@@ -10,16 +10,25 @@ them (up to `max_batch` items, oldest first). Under light load it is an ordinary
 under heavy load the batches grow by themselves, and the cost per item falls (the renderer:
 2.3 ms per 256x256 frame alone, 1.2 ms in fours, on cpu2). No deadline-aware waiting: that
 belongs to a scheduler that knows the frames' deadlines (a later issue).
+
+A replica whose engine dies (`EngineDied`: its child process was killed, say) fails the batch
+it had, leaves the rotation and is restarted in the background (retrying with back-off); the
+other replicas carry the load meanwhile, and with none left requests wait for the restart.
 """
 from __future__ import annotations
 
 import asyncio
+import itertools
+import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .base import EngineWorker
+from .base import EngineDied, EngineWorker
+
+log = logging.getLogger(__name__)
+RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -30,6 +39,7 @@ class BatchStats:
     calls: int = 0
     items: int = 0
     largest: int = 0
+    restarts: int = 0  # replicas brought back after EngineDied
 
     @property
     def mean_batch(self) -> float:
@@ -49,7 +59,8 @@ class BatchingWorker(Generic[In, Out]):
 
     def __init__(self, worker: EngineWorker[In, Out], *, max_batch: int = 8,
                  replicas: Sequence[EngineWorker[In, Out]] = (),
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None,
+                 on_restart: Callable[[], None] | None = None) -> None:
         self.worker = worker
         self.workers = [worker, *replicas]
         self.engine = worker.engine
@@ -58,20 +69,25 @@ class BatchingWorker(Generic[In, Out]):
         self._on_batch = on_batch  # told the size of each call (a metric)
         self._requests: deque[_Request[In, Out]] = deque()
         self._drainers: list[asyncio.Task[None] | None] = [None] * len(self.workers)
+        self._down: dict[int, asyncio.Task[None]] = {}  # replicas being restarted
+        self._on_restart = on_restart
 
     async def run(self, items: Sequence[In]) -> list[Out]:
         future: asyncio.Future[list[Out]] = asyncio.get_running_loop().create_future()
         self._requests.append(_Request(list(items), future))
-        for i, d in enumerate(self._drainers):
-            if d is None or d.done():
-                # Owned by the batcher, not by the caller: cancelling one session's request
-                # cancels its future only, never a call that carries other sessions' items.
-                self._drainers[i] = asyncio.create_task(self._drain(self.workers[i]),
-                                                        name=f"batch-{self.engine.name}-{i}")
-                break
+        self._wake_one()
         return await future
 
-    async def _drain(self, worker: EngineWorker[In, Out]) -> None:
+    def _wake_one(self) -> None:
+        for i, d in enumerate(self._drainers):
+            if (d is None or d.done()) and i not in self._down:
+                # Owned by the batcher, not by the caller: cancelling one session's request
+                # cancels its future only, never a call that carries other sessions' items.
+                self._drainers[i] = asyncio.create_task(self._drain(i), name=f"batch-{self.engine.name}-{i}")
+                return
+
+    async def _drain(self, index: int) -> None:
+        worker = self.workers[index]
         requests = self._requests
         while requests:
             batch: list[_Request[In, Out]] = []
@@ -94,6 +110,12 @@ class BatchingWorker(Generic[In, Out]):
                 for req in batch:
                     if not req.future.done():
                         req.future.set_exception(exc)
+                if isinstance(exc, EngineDied):
+                    log.warning("%s (replica %d): restarting it", exc, index)
+                    self._down[index] = asyncio.create_task(self._restart(index),
+                                                            name=f"restart-{self.engine.name}-{index}")
+                    self._wake_one()  # another replica takes over what is queued
+                    return
                 continue
             self.stats.calls += 1
             self.stats.items += n
@@ -107,7 +129,30 @@ class BatchingWorker(Generic[In, Out]):
                     req.future.set_result(outs[i:i + k])
                 i += k
 
+    async def _restart(self, index: int) -> None:
+        worker = self.workers[index]
+        for attempt in itertools.count():
+            try:
+                await worker.restart()
+                break
+            except Exception as exc:  # noqa: BLE001 - keep trying: the other replicas serve meanwhile
+                wait = RESTART_BACKOFF_S[min(attempt, len(RESTART_BACKOFF_S) - 1)]
+                log.error("engine %s (replica %d) failed to restart: %s; again in %.1f s",
+                          self.engine.name, index, exc, wait)
+                await asyncio.sleep(wait)
+        self.stats.restarts += 1
+        if self._on_restart is not None:
+            self._on_restart()
+        log.info("engine %s (replica %d) restarted", self.engine.name, index)
+        del self._down[index]
+        if self._requests:
+            self._wake_one()
+
     async def close(self) -> None:
+        for t in self._down.values():
+            t.cancel()
+        await asyncio.gather(*self._down.values(), return_exceptions=True)
+        self._down.clear()
         running = [d for d in self._drainers if d is not None]
         for d in running:
             d.cancel()

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import Engine
+from .base import Engine, EngineDied
 
 
 def _to_wire(x: Any) -> Any:
@@ -113,11 +113,12 @@ class SubprocessEngine(Engine[Any, Any]):
     def run_batch(self, items: Sequence[Any]) -> list[Any]:
         if self._conn is None:
             raise RuntimeError(f"engine {self.name!r} used before load()")
-        self._conn.send(("run", _to_wire(list(items))))
         try:
+            self._conn.send(("run", _to_wire(list(items))))
             kind, payload = self._conn.recv()
-        except EOFError:
-            raise RuntimeError(f"engine {self.name!r}: its process died") from None
+        except (EOFError, OSError):  # killed, crashed, out of memory: the parent can start another
+            code = self._proc.poll() if self._proc is not None else None
+            raise EngineDied(f"engine {self.name!r}: its process died (exit status {code})") from None
         if kind != "ok":
             raise RuntimeError(f"engine {self.name!r}: {payload}")
         return list(_from_wire(payload))
@@ -130,7 +131,10 @@ class SubprocessEngine(Engine[Any, Any]):
                 conn.send(("stop",))
             except (OSError, ValueError):
                 pass
-            conn.close()
+            try:
+                conn.close()
+            except OSError:
+                pass
         if proc is not None:
             try:
                 proc.wait(5)

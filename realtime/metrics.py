@@ -43,6 +43,8 @@ class RuntimeMetrics:
         self.engine_batch = Histogram(
             "engine_batch_items", "Items per engine call (frames of all sessions rendered together)",
             ["engine"], namespace=ns, registry=r, buckets=(1, 2, 3, 4, 6, 8, 16, 32, 64))
+        self.engine_restarts = Counter("engine_restarts_total", "Engine replicas restarted after they died "
+                                       "(a renderer process killed, ...)", ["engine"], namespace=ns, registry=r)
         self.session_failures = Counter("session_failures_total", "Sessions ended by a failing stage",
                                         ["graph", "stage"], namespace=ns, registry=r)
 

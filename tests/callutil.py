@@ -58,8 +58,11 @@ class Received:
 
 
 class CallClient:
-    def __init__(self, http: str, *, wav: str | None = None, mode: str = "agent", keep_video: bool = True) -> None:
+    def __init__(self, http: str, *, wav: str | None = None, mode: str = "agent", keep_video: bool = True,
+                 rewrite_offer: Any = None, rewrite_answer: Any = None) -> None:
         self.http, self.wav, self.mode, self.keep_video = http, wav, mode, keep_video
+        # SDP -> SDP, e.g. to route the media through a test relay (tests/udprelay.py)
+        self.rewrite_offer, self.rewrite_answer = rewrite_offer, rewrite_answer
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.got = Received()
         self.location: str | None = None
@@ -90,13 +93,18 @@ class CallClient:
             self._tasks.append(asyncio.ensure_future(self._read(track)))
 
         await self.pc.setLocalDescription(await self.pc.createOffer())
+        offer = self.pc.localDescription.sdp
+        if self.rewrite_offer is not None:
+            offer = self.rewrite_offer(offer)
         async with aiohttp.ClientSession() as s:
-            async with s.post(f"{self.http}/v1/calls?mode={self.mode}", data=self.pc.localDescription.sdp,
+            async with s.post(f"{self.http}/v1/calls?mode={self.mode}", data=offer,
                               headers={"Content-Type": "application/sdp"}) as r:
                 if r.status != 201:
                     return r.status
                 self.location = r.headers["Location"]
                 answer = await r.text()
+        if self.rewrite_answer is not None:
+            answer = self.rewrite_answer(answer)
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
         for t in self.pc.getTransceivers():
             self._spy_sender_reports(t.receiver, t.kind)
@@ -162,16 +170,39 @@ def rgb(frame: Any) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
+@dataclass
+class ServerProcess:
+    http: str
+    proc: Any  # subprocess.Popen
+    log: list[str]  # its output, line by line, as it comes
+
+
 @contextlib.asynccontextmanager
-async def server_process(**settings: Any) -> Any:
+async def server_process(*, _log: list[str] | None = None, **settings: Any) -> Any:
     """`avatar serve` in its own process (as in production: the caller is elsewhere), on a
-    free port; yields its base URL. Settings go in as AVATAR_* variables."""
+    free port; yields its base URL. Settings go in as AVATAR_* variables; `_log` collects its
+    output."""
+    async with started_server(**settings) as server:
+        try:
+            yield server.http
+        finally:
+            if _log is not None:
+                _log.extend(server.log)
+
+
+@contextlib.asynccontextmanager
+async def started_server(*, new_session: bool = False, hostile_signals: bool = False, **settings: Any) -> Any:
+    """Like server_process, yielding a ServerProcess. `new_session`: in its own session and
+    process group (setsid), as a service manager or container runtime starts it.
+    `hostile_signals`: started with SIGINT ignored and SIGINT/SIGTERM blocked (inherited
+    across exec, as from some supervisors and from shells that background a job)."""
     import json
     import os
     import re
     import socket
     import subprocess
     import sys
+    import threading
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -179,24 +210,37 @@ async def server_process(**settings: Any) -> Any:
     env = {**os.environ, **{f"AVATAR_{k.upper()}": json.dumps(v) if isinstance(v, list | dict) else str(v)
                             for k, v in settings.items()}}
     env.setdefault("MALLOC_ARENA_MAX", "2")  # as `make serve` runs it (docs/calls.md, "Memory")
+    def hostile() -> None:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+
     proc = subprocess.Popen([sys.executable, "-m", "avatar", "serve", "--port", str(port)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=new_session,
+                            preexec_fn=hostile if hostile_signals else None)
     assert proc.stdout is not None
+    log: list[str] = []
     try:
         async with asyncio.timeout(90):
             while True:
                 line = (await asyncio.to_thread(proc.stdout.readline)).decode(errors="replace")
+                log.append(line)
                 if not line and proc.poll() is not None:
-                    raise RuntimeError(f"avatar serve exited with {proc.returncode}")
+                    raise RuntimeError(f"avatar serve exited with {proc.returncode}: {''.join(log)[-2000:]}")
                 if re.search(r"serving on", line):
                     break
-        # Keep reading its log: a full pipe would block the server on its next log line.
-        import threading
 
-        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
-        yield f"http://127.0.0.1:{port}"
+        # Keep reading its log: a full pipe would block the server on its next log line.
+        def pump() -> None:
+            for raw in proc.stdout:  # type: ignore[union-attr]
+                log.append(raw.decode(errors="replace"))
+
+        threading.Thread(target=pump, daemon=True).start()
+        yield ServerProcess(f"http://127.0.0.1:{port}", proc, log)
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
         try:
             await asyncio.wait_for(asyncio.to_thread(proc.wait), 15)
         except TimeoutError:

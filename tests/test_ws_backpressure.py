@@ -16,7 +16,7 @@ from web.stream.client import MediaPacket, StreamClient
 from web.stream.protocol import CloseCode, Stats
 from web.stream.sendqueue import SendQueue, SlowConsumer
 
-from web.app import resident_mb
+from web.health import resident_mb
 from wsutil import running_server
 
 

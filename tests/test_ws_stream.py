@@ -206,31 +206,32 @@ def test_closing_the_websocket_leaves_nothing_running() -> None:
 
 
 def test_a_failing_stage_ends_that_session_only() -> None:
+    """A stage that raises (here the renderer, with an error that is not a dead engine) ends
+    its session with a fatal error event and 1011; other sessions go on. (A failing
+    synthesizer only skips its sentence: tests/test_faults.py.)"""
     async def scenario() -> tuple[list[Any], int | None, list[Any]]:
         async with running_server() as server:
             engines = server.state.engines
-            real_tts = engines.tts
+            real_renderer = engines.renderer
+            handed: list[Any] = []
 
             class Exploding:
-                def __init__(self, worker: Any) -> None:
-                    self.worker = worker
-
                 async def run(self, items: list[Any]) -> list[Any]:
-                    if "explode" in items[0].text:
-                        raise RuntimeError("the synthesizer exploded")
-                    return await self.worker.run(items)
+                    raise RuntimeError("the renderer exploded")
 
-            async def tts(voice: str) -> Any:
-                return Exploding(await real_tts(voice))
+            async def renderer(avatar: str, size: int) -> Any:
+                real = await real_renderer(avatar, size)
+                handed.append(real)
+                return Exploding() if len(handed) == 1 else real  # the first stream's only
 
-            engines.tts = tts  # type: ignore[method-assign]
-            async with await StreamClient.connect(server.url) as victim, \
-                    await StreamClient.connect(server.url) as bystander:
-                await victim.say("Please explode now.")
-                await bystander.say("I am fine, thank you.", id="fine")
+            engines.renderer = renderer  # type: ignore[method-assign]
+            async with await StreamClient.connect(server.url) as victim:
                 victim_items = [i async for i in victim]  # until the server closes it
+                code = victim.close_code
+            async with await StreamClient.connect(server.url) as bystander:
+                await bystander.say("I am fine, thank you.", id="fine")
                 bystander_items = await collect_until_done(bystander, "fine")
-                return victim_items, victim.close_code, bystander_items
+            return victim_items, code, bystander_items
 
     victim_items, code, bystander_items = asyncio.run(scenario())
     errors = [i for i in victim_items if isinstance(i, Error)]

@@ -5,12 +5,13 @@
     POST /v1/calls           WHIP-shaped signaling and call control (docs/calls.md)
     GET  /v1/stream          websocket: text in, talking head out (docs/stream-protocol.md)
     GET  /v1/stream/schema   the protocol's JSON Schema
+    GET  /v1/openapi.json    the HTTP API as an OpenAPI document (web/openapi.py)
     GET  /metrics            Prometheus
-    GET  /healthz, /readyz   liveness; readiness (engines loaded, room for a call)
+    GET  /healthz, /readyz   liveness; readiness (engines loaded, room for a call, not stopping)
 
-`create_app(settings)` builds it (tests run it on a random port); `serve(settings)` runs it
-until interrupted (`avatar serve`). Later endpoints (WebRTC signaling, /metrics, health)
-attach to the same application.
+Every request passes web/security.py first (Host, token, Origin); handlers refuse bad input by
+raising web.requests.ApiError. `create_app(settings)` builds it (tests run it on a random
+port); `serve(settings)` runs it until SIGTERM or SIGINT, then stops gracefully (`stop`).
 """
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ import asyncio
 import gc
 import logging
 import os
+import signal
+import time
 from pathlib import Path
-
-import hmac
 from typing import Any
 
 from aiohttp import web
@@ -28,11 +29,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, Gauge, ProcessCollector, gene
 from aiohttp.abc import AbstractAccessLogger
 
 from engines import configure_torch_threads
-from engines.process_stats import process_stats
 from realtime import LoopLagMonitor, RuntimeMetrics
 
 from .calls.routes import CALLS, CallRegistry, add_call_routes
+from .health import add_health_routes, resident_mb
+from .openapi import openapi_document
+from .requests import ApiError
 from .resources import SharedEngines
+from .security import install_log_scrubber, make_edge_middleware
 from .settings import ServerSettings
 from .stream.handler import STREAM, StreamState, close_all, stream_handler
 from .stream.protocol import json_schema
@@ -46,7 +50,9 @@ LOOP_LAG = web.AppKey("loop_lag", LoopLagMonitor)
 
 def create_app(settings: ServerSettings | None = None, *, metrics: RuntimeMetrics | None = None) -> web.Application:
     settings = settings or ServerSettings.from_env()
-    app = web.Application(middlewares=[_auth_middleware])
+    # aiohttp's own body limit (request.read()) matches the largest body a route takes
+    app = web.Application(middlewares=[_errors_middleware, make_edge_middleware(settings)],
+                          client_max_size=max(settings.max_sdp_bytes, 1024 * 1024))
     if metrics is None:
         metrics = RuntimeMetrics()
         # CPU seconds, resident memory, open files of the server process, as operators expect.
@@ -57,10 +63,10 @@ def create_app(settings: ServerSettings | None = None, *, metrics: RuntimeMetric
     app.router.add_get("/", _call_page)
     app.router.add_get("/player", _index)
     app.router.add_get("/metrics", _metrics)
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
+    add_health_routes(app)
     app.router.add_get("/v1/stream", stream_handler)
     app.router.add_get("/v1/stream/schema", _schema)
+    app.router.add_get("/v1/openapi.json", _openapi)
     app.router.add_static("/static/", STATIC)
     app.on_startup.append(_startup)
     app.on_shutdown.append(_shutdown)
@@ -104,57 +110,24 @@ def _call_gauges(metrics: RuntimeMetrics) -> dict[str, Any]:
     return getattr(metrics, key)
 
 
-async def _healthz(request: web.Request) -> web.Response:
-    """Liveness, with what an operator checks for leaks: tasks, calls, resident memory
-    (`?trim=1` first returns freed heap to the OS, so the figure is not a high-water mark)."""
-    if request.query.get("trim") == "1":
-        await asyncio.to_thread(_trim_heap)
-    registry: CallRegistry = request.app[CALLS]["registry"]
-    body = {"status": "ok", "tasks": len(asyncio.all_tasks()), "calls": len(registry.calls), "rss_mb": resident_mb()}
-    if request.query.get("tasks") == "1":  # what is running, by coroutine
-        names = [getattr(t.get_coro(), "__qualname__", "?") for t in asyncio.all_tasks()]
-        body["task_names"] = {n: names.count(n) for n in sorted(set(names))}
-    return web.json_response(body)
-
-
-def _trim_heap() -> None:
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
-def resident_mb() -> float | None:
-    """This process's resident memory in MB (Linux; None elsewhere)."""
-    stats = process_stats(os.getpid())
-    return None if stats is None else round(stats.resident_bytes / 2**20, 1)
-
-
-async def _readyz(request: web.Request) -> web.Response:
-    state = request.app[STREAM]
-    registry: CallRegistry = request.app[CALLS]["registry"]
-    ready = state.engines.ready()
-    body = {"ready": ready and not registry.full(), "engines_loaded": ready, "calls": len(registry.calls),
-            "max_calls": state.settings.max_calls}
-    return web.json_response(body, status=200 if body["ready"] else 503)
-
-
 @web.middleware
-async def _auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Bearer token on the call API when a token is set (the websocket checks its own,
-    accepting ?token= for browsers; pages, health and metrics stay open)."""
-    token = request.app[STREAM].settings.token
-    if token and request.path.startswith("/v1/calls"):
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()) and not hmac.compare_digest(
-                request.query.get("token", "").encode(), token.encode()):
-            return web.json_response({"error": "unauthorized", "message": "missing or wrong bearer token"},
-                                     status=401, headers={"WWW-Authenticate": "Bearer"})
-    return await handler(request)
+async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Refusals (ApiError, aiohttp's own 4xx) as JSON {"error", "message"}; anything else is a
+    bug: logged with its traceback, answered 500 without one."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return exc.response()
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        code = exc.reason.lower().replace(" ", "_")
+        return web.json_response({"error": code, "message": exc.reason}, status=exc.status,
+                                 headers={k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")})
+
+
+async def _openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
 
 
 async def _schema(request: web.Request) -> web.Response:
@@ -176,7 +149,7 @@ async def _startup(app: web.Application) -> None:
 
 
 async def _shutdown(app: web.Application) -> None:
-    await close_all(app[STREAM])
+    await close_all(app[STREAM])  # streams still open (without `stop`, e.g. tests): 1001
 
 
 async def _cleanup(app: web.Application) -> None:
@@ -192,18 +165,59 @@ class AccessLogger(AbstractAccessLogger):
         self.logger.info("%s %s %s %d %.3fs", request.remote, request.method, request.path, response.status, time)
 
 
+async def stop(app: web.Application, grace_s: float) -> None:
+    """The graceful stop: refuse newcomers (503, `/readyz` false), close every stream with
+    1001 and every call with an `ended` event and a DTLS close, and wait up to `grace_s` for
+    them to finish closing."""
+    registry: CallRegistry = app[CALLS]["registry"]
+    state = app[STREAM]
+    registry.draining = state.draining = True
+    n_streams, n_calls = len(state.connections), len(registry.calls)
+    log.info("stopping: closing %d streams and %d calls (grace %.0f s)", n_streams, n_calls, grace_s)
+    await close_all(state)
+    closing = asyncio.ensure_future(registry.close_all())
+    loop = asyncio.get_running_loop()
+    end = loop.time() + grace_s
+    while (state.connections or registry.calls or not closing.done()) and loop.time() < end:
+        await asyncio.sleep(0.05)
+    if state.connections or registry.calls:
+        log.warning("stopping: %d streams and %d calls still open after %.0f s", len(state.connections),
+                    len(registry.calls), grace_s)
+    if not closing.done():
+        closing.cancel()
+    await asyncio.gather(closing, return_exceptions=True)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 async def serve(settings: ServerSettings, *, ready: asyncio.Event | None = None) -> None:
-    """Run until cancelled (Ctrl-C)."""
-    runner = web.AppRunner(create_app(settings), shutdown_timeout=5.0, access_log_class=AccessLogger)
+    """Run until SIGTERM or SIGINT (or cancelled), then stop gracefully and return.
+
+    The signals are unblocked and handled whatever the process inherited: a service manager
+    or `setsid` may start it with SIGINT ignored or signals blocked."""
+    install_log_scrubber(settings.token)
+    app = create_app(settings)
+    runner = web.AppRunner(app, shutdown_timeout=5.0, access_log_class=AccessLogger, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stopping.set)
     for addr in runner.addresses:
         host, port = addr[0], addr[1]
         print(f"avatar: serving on http://{host}:{port}/  (websocket ws://{host}:{port}/v1/stream)", flush=True)
     if ready is not None:
         ready.set()
     try:
-        await asyncio.Event().wait()
+        await stopping.wait()
+        log.info("signal received: stopping")
+        await stop(app, settings.shutdown_grace_s)
     finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
         await runner.cleanup()
+    print("avatar: stopped", flush=True)

@@ -1,14 +1,15 @@
-"""Engines shared by every session of the server: one TTS engine per voice, one renderer per
-(avatar, size), each on its own worker thread, loaded on first use (or at start) and kept
-warm until the server stops. Sessions come and go; they only borrow these."""
+"""Engines shared by every session of the server: one TTS engine per speech backend (all its
+voices on one thread), one renderer per (avatar, size), each on its own worker thread, loaded
+on first use (or at start) and kept warm until the server stops. Sessions come and go; they
+only borrow these, and nothing here grows with what clients ask for."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
 import logging
-import os
-import threading
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,41 +22,41 @@ from engines.subprocess_engine import SubprocessEngine
 from pipelines.media.live import CodecInfo, probe_codecs
 from pipelines.render.avatar import DEFAULT_AVATAR, Avatar, avatar_from_file, default_avatar
 from pipelines.render.engine import renderer_engine
-from pipelines.speech.stages import SpeechEngine, TextSegment
-from pipelines.speech.tts import SpeechSynthesizer
+from pipelines.speech import pool as speech_pool
+from pipelines.speech.pool import VoicePool
+from pipelines.speech.stages import MoreSpeech, SpeechPiece, TextSegment
+from pipelines.speech.tts import PIPER_VOICES, SpeechError
 from pipelines.speech.types import Utterance
 from realtime import RuntimeMetrics
 
+from .limits import VOICE_PATTERN
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
 
-TTS_NICE = 5  # see _BackgroundSpeech
-
-
-class _BackgroundSpeech(SpeechEngine):
-    """The TTS engine on a lower-priority thread. Frames are due every 40 ms and speech only
-    when its sentence is ready: when the CPU is short (many streams talking at once), video keeps
-    its frame rate and speech starts later, instead of every stream stuttering. `load` runs on
-    the worker thread before the voice is loaded, so the inference library's own threads,
-    created from it, inherit the priority."""
-
-    def load(self) -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), TTS_NICE)
-        except (AttributeError, OSError):  # not Linux, or not allowed: run at normal priority
-            log.debug("could not lower the TTS thread's priority")
-        super().load()
+TTS_NICE = 5  # the TTS threads' priority offset (pipelines/speech/pool.py): video first
 
 
 class Unavailable(ValueError):
     """A voice, avatar or size this server cannot offer (one line, for the client)."""
 
 
+class VoiceWorker:
+    """One voice of a pooled backend, with the interface stages use (`await run(items)`):
+    its items go to the backend's one worker, tagged with the voice."""
+
+    def __init__(self, voice: str, pool: EngineWorker[Any, Any]) -> None:
+        self.voice, self.pool = voice, pool
+
+    async def run(self, items: Sequence[TextSegment | MoreSpeech]) -> list[Utterance | SpeechPiece]:
+        return await self.pool.run([(self.voice, item) for item in items])
+
+
 @dataclass(frozen=True, slots=True)
 class Voice:
-    worker: EngineWorker[TextSegment, Utterance]
+    name: str  # canonical ("en-us+f3")
+    worker: VoiceWorker
     sample_rate: int
 
 
@@ -65,7 +66,9 @@ class SharedEngines:
         self.metrics = metrics
         self.device = "cuda" if settings.device == "auto" and torch.cuda.is_available() else (
             "cpu" if settings.device == "auto" else settings.device)
-        self._voices: dict[str, asyncio.Task[Voice]] = {}
+        # One engine and one thread per speech backend (piper, espeak), whatever voices are
+        # asked for: a voice name costs nothing to keep (pipelines/speech/pool.py).
+        self._speech: dict[str, asyncio.Task[EngineWorker[Any, Any]]] = {}
         self._renderers: dict[tuple[str, int], asyncio.Task[BatchingWorker[Any, Any]]] = {}
         self._codecs: CodecInfo | None = None
         self._motion: asyncio.Future[EngineWorker[Any, Any]] | None = None
@@ -79,27 +82,37 @@ class SharedEngines:
             self._codecs = await asyncio.to_thread(probe_codecs)
         return self._codecs
 
-    async def voice(self, name: str) -> Voice:
-        """The started TTS engine of `name` (raises Unavailable for an unknown voice)."""
-        key = name.strip().lower()
-        task = self._voices.get(key)
-        if task is None or (task.done() and task.exception() is not None):
-            task = self._voices[key] = asyncio.ensure_future(self._load_voice(key))
-        return await asyncio.shield(task)
+    async def resolve_voice(self, name: str) -> tuple[str, str]:
+        """(backend, canonical name) of a voice this server offers; Unavailable otherwise.
+        Nothing is kept for a name that fails."""
+        if not re.fullmatch(VOICE_PATTERN, name):
+            raise Unavailable("a voice name is a language of 1-40 letters, digits, '-' or '_', and "
+                              "optionally '+' and a variant (e.g. joe, en-us, en-us+f3)")
+        try:
+            return await asyncio.to_thread(speech_pool.resolve, name)
+        except SpeechError as exc:
+            raise Unavailable(str(exc)) from None
 
-    async def tts(self, name: str) -> EngineWorker[TextSegment, Utterance]:
+    async def voice(self, name: str) -> Voice:
+        """A voice ready to speak (raises Unavailable for an unknown voice)."""
+        backend, canonical = await self.resolve_voice(name)
+        pool = await self._speech_backend(backend)
+        return Voice(canonical, VoiceWorker(canonical, pool), pool.engine.sample_rate)
+
+    async def tts(self, name: str) -> VoiceWorker:
         return (await self.voice(name)).worker
 
-    async def _load_voice(self, name: str) -> Voice:
-        try:
-            synth = await asyncio.to_thread(SpeechSynthesizer, name)
-        except ValueError as exc:
-            raise Unavailable(str(exc)) from None
-        worker: EngineWorker[TextSegment, Utterance] = EngineWorker(_BackgroundSpeech(synth))
+    async def _speech_backend(self, backend: str) -> EngineWorker[Any, Any]:
+        task = self._speech.get(backend)
+        if task is None or (task.done() and task.exception() is not None):
+            task = self._speech[backend] = asyncio.ensure_future(self._load_speech(backend))
+        return await asyncio.shield(task)
+
+    async def _load_speech(self, backend: str) -> EngineWorker[Any, Any]:
+        worker: EngineWorker[Any, Any] = EngineWorker(VoicePool(backend, nice=TTS_NICE))
         await worker.start()
-        rate = await asyncio.to_thread(lambda: synth.sample_rate)
-        log.info("voice %s loaded (%d Hz)", name, rate)
-        return Voice(worker, rate)
+        log.info("speech backend %s loaded (%d Hz)", backend, worker.engine.sample_rate)
+        return worker
 
     async def renderer(self, avatar: str, size: int) -> BatchingWorker[Any, Any]:
         """The renderer of (avatar, size), shared by every session: frames that queue up from
@@ -139,12 +152,16 @@ class SharedEngines:
         max_batch = self.settings.render_max_batch or (64 if self.device == "cuda" else 8)
         on_batch = (self.metrics.engine_batch.labels(engine="renderer").observe
                     if self.metrics is not None else None)
-        return BatchingWorker(workers[0], max_batch=max_batch, replicas=workers[1:], on_batch=on_batch)
+        on_restart = (self.metrics.engine_restarts.labels(engine="renderer").inc
+                      if self.metrics is not None else None)
+        return BatchingWorker(workers[0], max_batch=max_batch, replicas=workers[1:], on_batch=on_batch,
+                              on_restart=on_restart)
 
     def ready(self) -> bool:
         """The default voice and renderer are loaded (the first call or stream starts at once)."""
         s = self.settings
-        loaded = [self._voices.get(s.voice.strip().lower()), self._renderers.get((s.avatar, s.size))]
+        backend = "piper" if s.voice.strip().lower() in PIPER_VOICES else "espeak"
+        loaded = [self._speech.get(backend), self._renderers.get((s.avatar, s.size))]
         return all(t is not None and t.done() and t.exception() is None for t in loaded)
 
     async def motion(self) -> EngineWorker[Any, Any]:
@@ -170,9 +187,9 @@ class SharedEngines:
         if self.metrics is not None:
             with contextlib.suppress(KeyError):  # closed before
                 self.metrics.registry.unregister(self._processes)
-        tasks = [*self._voices.values(), *self._renderers.values(), *([self._motion] if self._motion else [])]
+        tasks = [*self._speech.values(), *self._renderers.values(), *([self._motion] if self._motion else [])]
         self._motion = None
-        self._voices.clear()
+        self._speech.clear()
         self._renderers.clear()
         for t in tasks:
             if not t.done():
@@ -182,4 +199,4 @@ class SharedEngines:
                 engine = await t
             except BaseException:  # noqa: BLE001 - never loaded: nothing to close
                 continue
-            await (engine.worker if isinstance(engine, Voice) else engine).close()
+            await engine.close()

@@ -24,6 +24,9 @@ class ServerSettings(BaseModel):
     allowed_origins: list[str] = Field(default_factory=list, description=(
         "browser Origins allowed besides the server's own; ['*'] allows any. Clients that send "
         "no Origin (not browsers) are always allowed"))
+    allowed_hosts: list[str] = Field(default_factory=list, description=(
+        "Host names answered besides loopback names, IP literals and the bound address "
+        "('.example.com' includes subdomains, '*' any): others get 400 (DNS rebinding)"))
     # Limits
     max_connections: int = Field(16, ge=1)
     max_message_bytes: int = Field(2 * 1024 * 1024, ge=1024)
@@ -35,6 +38,9 @@ class ServerSettings(BaseModel):
     video_queue_bytes: int = Field(256 * 1024, ge=16 * 1024, description="drop video above this")
     slow_client_timeout_s: float = Field(10.0, gt=0, description="close a client whose oldest queued "
                                                                    "message waited this long (4008)")
+    first_message_timeout_s: float = Field(10.0, gt=0, description=(
+        "close a websocket that sent no message this long after connecting (1008): an idle "
+        "connection must not hold one of the max_connections slots"))
     socket_send_buffer: int = Field(64 * 1024, ge=0, description="SO_SNDBUF per connection (the kernel "
                                                                  "doubles it), 0 = the kernel's (autotuned, MBs)")
     # Media defaults (a client's `config` may change the first four within these limits)
@@ -68,6 +74,9 @@ class ServerSettings(BaseModel):
         "start every call's media clock on a shared 1/fps grid, so all calls' frames fall due together "
         "and the renderer draws them in one batch (adds up to one frame period at call start)"))
     call_peer_timeout_s: float = Field(20.0, gt=0, description="end a call when nothing (media, RTCP reports, data) has come from the peer this long")
+    call_connect_timeout_s: float = Field(10.0, gt=0, description=(
+        "end a call whose ICE and DTLS have not connected this long after its answer: the slot "
+        "is freed and its pipeline stopped"))
     barge_in: bool = Field(True, description="agent mode: the caller speaking stops the avatar")
     barge_in_min_speech_ms: int = Field(120, ge=32)
     # Compute
@@ -86,6 +95,10 @@ class ServerSettings(BaseModel):
     gil_switch_interval_s: float = Field(0.0005, gt=0, description=(
         "how soon a thread waiting for the GIL gets it (Python's default 0.005 starves engine threads)"))
     preload: bool = Field(True, description="load the default voice and renderer at start")
+    # Stopping (SIGTERM, SIGINT)
+    shutdown_grace_s: float = Field(10.0, ge=0, description=(
+        "on SIGTERM/SIGINT: streams get 1001, calls an `ended` event and a DTLS close, and the "
+        "server waits this long at most for them to finish closing, then exits 0"))
 
     @field_validator("size")
     @classmethod
@@ -117,6 +130,14 @@ class ServerSettings(BaseModel):
             if raw is None:
                 continue
             ann = str(field.annotation)
-            values[name] = json.loads(raw) if ann.startswith(("list", "dict")) else raw
+            if ann.startswith("list") and not raw.lstrip().startswith("["):
+                values[name] = [x.strip() for x in raw.split(",") if x.strip()]  # "a.example,b.example"
+            elif ann.startswith(("list", "dict")):
+                try:
+                    values[name] = json.loads(raw)
+                except ValueError as exc:
+                    raise ValueError(f"{ENV_PREFIX}{name.upper()}: not JSON: {exc}") from None
+            else:
+                values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

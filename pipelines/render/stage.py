@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from engines import EngineWorker
+from engines import EngineDied, EngineWorker
 from pipelines.motion.params import MotionFrame
 from realtime import ChannelClosed, Frame, Stage, StageContext, VideoFrame
 
@@ -19,7 +19,12 @@ class Render(Stage):
     With one, a session's next frame waits for its previous one; when the renderer is shared by
     many sessions and one call takes most of a frame period, those waits pile up (4 calls at
     512² on cpu2: a batch of four frames takes 30-40 ms, and frames waited up to 80 ms before
-    their turn). With two, the next frame joins the next batch, on another renderer replica."""
+    their turn). With two, the next frame joins the next batch, on another renderer replica.
+
+    When the engine dies under a batch (EngineDied: a renderer process killed), those frames
+    repeat the last image (the viewer sees a short freeze, not an ended call), counted in
+    `avatar_frames_dropped_total{reason="engine_failed"}` and reported as an `engine_failed`
+    event; the engine layer restarts the renderer meanwhile."""
 
     def __init__(self, name: str, worker: EngineWorker[Any, torch.Tensor], *, image_format: str = "rgb24",
                  max_batch: int = 4, budget_s: float = 0.040, in_flight: int = 1) -> None:
@@ -88,12 +93,22 @@ class Render(Stage):
     async def _emit(self, ctx: StageContext, calls: asyncio.Queue[Any], slots: asyncio.Semaphore) -> None:
         out = ctx.output()
         meter = ctx.meter(self)
+        last: Any = None  # the last image emitted, repeated when the engine dies under a batch
+        lost = ctx.metrics.frames_dropped.labels(ctx.graph, f"{self.name}.engine", "engine_failed")
         while (item := await calls.get()) is not None:
             batch, task, marker = item
             if task is not None:
-                images = await task
+                try:
+                    images = [img.numpy() for img in await task]
+                except EngineDied as exc:
+                    lost.inc(len(batch))
+                    ctx.event("engine_failed", stage=self.name, frames=len(batch), message=str(exc))
+                    images = [last] * len(batch)
                 for f, img in zip(batch, images, strict=True):
-                    await out.put(VideoFrame(image=img.numpy(), format=self.image_format, **f.timing()))
+                    if img is None:
+                        continue  # nothing drawn yet to repeat
+                    last = img
+                    await out.put(VideoFrame(image=img, format=self.image_format, **f.timing()))
                     meter.frames_out()
                 slots.release()
             if marker is not None:

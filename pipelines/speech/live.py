@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ from .sentences import _is_abbreviation, split_sentences
 from .stages import MoreSpeech, SpeechPiece, TextSegment
 from .types import Utterance
 
+log = logging.getLogger(__name__)
 VoiceResolver = Callable[[str], Awaitable[EngineWorker[Any, Any]]]
 
 # A sentence whose text ends like this is complete even when nothing follows it yet (a
@@ -200,8 +202,8 @@ class LiveText(Stage):
 class LiveSynthesize(Stage):
     """LiveSegments in, SpokenSegments out, through the TTS engine of each segment's voice.
 
-    A sentence the voice cannot speak is reported (`segment_failed`) and skipped: the session
-    goes on. Results of an epoch that ended while synthesizing are discarded."""
+    A sentence the voice cannot speak, or whose synthesis fails for any other reason (the
+    engine raised), is reported (`segment_failed`) and skipped: the session goes on. Results of an epoch that ended while synthesizing are discarded."""
 
     def __init__(self, name: str, voices: VoiceResolver, *, budget_s: float = 1.0) -> None:
         super().__init__(name, budget_s=budget_s)
@@ -219,8 +221,12 @@ class LiveSynthesize(Stage):
                 try:
                     worker = await self.voices(seg.voice)
                     [utt] = await worker.run([seg])
-                except ValueError as exc:  # SpeechError and friends: this sentence only
-                    error = " ".join(str(exc).split())
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - bad text or a failing voice: this sentence only
+                    error = " ".join(str(exc).split())[:300] or type(exc).__name__
+                    if not isinstance(exc, ValueError):  # not the text's fault: worth a look
+                        log.warning("synthesis failed (%s): %s", seg.voice, error)
                     ctx.event("segment_failed", utterance_id=seg.utterance_id, index=seg.index,
                               message=error, epoch=seg.epoch)
                 meter.work(ctx.clock.now() - t0)
@@ -234,7 +240,16 @@ class LiveSynthesize(Stage):
             rest = utt.rest if utt is not None else None
             while rest is not None and worker is not None and seg.epoch >= ctx.epoch():
                 t0 = ctx.clock.now()
-                [piece] = await worker.run([MoreSpeech(rest)])
+                try:
+                    [piece] = await worker.run([MoreSpeech(rest)])
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the rest of this sentence is lost, not the session
+                    message = " ".join(str(exc).split())[:300] or type(exc).__name__
+                    log.warning("synthesis failed mid-sentence (%s): %s", seg.voice, message)
+                    ctx.event("segment_failed", utterance_id=seg.utterance_id, index=seg.index,
+                              message=message, epoch=seg.epoch)
+                    piece = SpeechPiece(np.zeros(0, np.float32), done=True)  # end it where it is
                 meter.work(ctx.clock.now() - t0)
                 assert isinstance(piece, SpeechPiece)
                 if seg.epoch < ctx.epoch():

@@ -23,6 +23,9 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from pipelines.recipes.live_call import LiveCall, live_call_graph
 from realtime import Event, MonotonicClock, RuntimeMetrics, Session, SessionFailed
 
+from ..limits import MAX_JSON_BODY_BYTES, TokenBucket, has_words
+from ..requests import ApiError, describe
+from ..resources import Unavailable
 from .ice_cleanup import ice_connections, stop_orphan_consent_checks
 from .media import MicSource, TrackSink
 from .protocol import Mode
@@ -31,6 +34,7 @@ from .video_encoder import install as install_vp8
 from .video_encoder import negotiated_video_codec
 
 log = logging.getLogger(__name__)
+MAX_DATA_CHANNELS = 4  # a caller opens one ("control"); more are refused
 
 
 class OfferError(ValueError):
@@ -75,6 +79,8 @@ class Call:
         self.video_released: list[tuple[float, float]] = []  # (media time, clock time), recent
         self.speaking = False
         self.barge_ins: list[float] = []  # seconds from the caller's onset to the avatar silenced
+        self.queued: dict[str, None] = {}  # utterances queued or speaking (bounded: max_queued_utterances)
+        self._bucket = TokenBucket(settings.messages_per_second, settings.message_burst, time.monotonic)
 
     # -- setup ------------------------------------------------------------------------------
     async def accept(self, offer_sdp: str) -> str:
@@ -107,6 +113,7 @@ class Call:
             install_vp8(video_sender, self.metrics.encode_latency.labels(codec="vp8").observe)
         self._spawn(self._run_session(), "session")
         self._spawn(self._watchdog(), "watchdog")
+        self._spawn(self._connect_deadline(), "connect-deadline")
         return self.pc.localDescription.sdp
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -148,6 +155,17 @@ class Call:
                                  else f"nothing heard from the peer for {timeout:.0f} s")
                 return
 
+    async def _connect_deadline(self) -> None:
+        """An answered offer whose ICE/DTLS never completes holds a call slot and runs a
+        pipeline: after `call_connect_timeout_s` it is ended (slot freed, pipeline stopped)."""
+        timeout = self.settings.call_connect_timeout_s
+        end = time.monotonic() + timeout
+        while self.pc.connectionState != "connected":
+            if time.monotonic() >= end:
+                await self.close(f"not connected {timeout:g} s after the answer (ICE/DTLS did not complete)")
+                return
+            await asyncio.sleep(min(0.25, timeout / 8))
+
     async def _packets_received(self) -> int:
         """Packets that arrived on the peer's transports (aiortc's transport stats)."""
         stats = await self.pc.getStats()
@@ -170,10 +188,18 @@ class Call:
             await self.close(f"connection {self.pc.connectionState}")
 
     def _on_datachannel(self, channel: Any) -> None:
+        if len(self._channels) >= MAX_DATA_CHANNELS:
+            channel.close()
+            return
         self._channels.append(channel)
 
         @channel.on("message")
         def _message(message: Any) -> None:
+            if not self._bucket.take():
+                self._send(channel, {"type": "error", "code": "rate_limited", "message": (
+                    f"over {self.settings.messages_per_second:g} messages per second "
+                    f"(burst {self.settings.message_burst}); dropped")})
+                return
             self._spawn(self._handle_message(channel, message), "control")
 
     async def _handle_message(self, channel: Any, message: Any) -> None:
@@ -183,28 +209,54 @@ class Call:
 
         try:
             if not isinstance(message, str):
-                raise ValueError("binary messages are not accepted on the control channel")
+                raise ApiError(400, "bad_message", "binary messages are not accepted on the control channel")
+            if len(message) > MAX_JSON_BODY_BYTES:
+                raise ApiError(413, "too_large", f"a control message is at most {MAX_JSON_BODY_BYTES} bytes")
             msg = Control.model_validate({"msg": json.loads(message)}).msg
             if isinstance(msg, Say):
-                self.say(msg.text, msg.voice, msg.id)
+                uid = await self.say(msg.text, msg.voice, msg.id)
+                self._send(channel, {"type": "event", "kind": "queued", "utterance_id": uid})
             elif isinstance(msg, Interrupt):
                 self.interrupt("client")
             elif isinstance(msg, SetMode):
                 self.set_mode(msg.mode)
-        except (ValueError, ValidationError) as exc:
-            text = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-            self._send(channel, {"type": "error", "code": "bad_message", "message": text})
+        except ValidationError as exc:
+            self._send(channel, {"type": "error", "code": "bad_message", "message": describe(exc, skip=1)})
+        except ApiError as exc:
+            self._send(channel, {"type": "error", "code": exc.code, "message": exc.message})
+        except ValueError as exc:  # not JSON
+            self._send(channel, {"type": "error", "code": "bad_message", "message": str(exc)[:200]})
 
     # -- control ----------------------------------------------------------------------------
-    def say(self, text: str, voice: str | None = None, utterance_id: str | None = None) -> str:
-        if self.live is None:
-            raise ValueError("the call is not set up")
+    async def say(self, text: str, voice: str | None = None, utterance_id: str | None = None) -> str:
+        """Queue `text` (refused up front, as ApiError, when it cannot be spoken or the call's
+        queue is full); its utterance id."""
+        if self.live is None or self._closing:
+            raise ApiError(409, "not_running", "the call is not running")
         text = text.strip()
         if not text:
-            raise ValueError("text is empty")
+            raise ApiError(400, "bad_text", "text is empty")
+        if not has_words(text):
+            raise ApiError(400, "bad_text", "text: nothing to say (no letters or digits)")
         if len(text) > self.settings.max_text_chars:
-            raise ValueError(f"text is {len(text)} characters, over the limit of {self.settings.max_text_chars}")
+            raise ApiError(400, "text_too_long", f"text is {len(text)} characters, over the limit of "
+                                                 f"{self.settings.max_text_chars}")
+        if voice is not None:
+            try:
+                _, voice = await self.engines.resolve_voice(voice)
+            except Unavailable as exc:
+                raise ApiError(400, "unknown_voice", f"voice: {exc}") from None
+        # checked after the await: another say may have been queued meanwhile
+        if utterance_id is not None and utterance_id in self.queued:
+            raise ApiError(409, "duplicate_id", f"utterance {utterance_id!r} is still queued or speaking")
+        limit = self.settings.max_queued_utterances
+        if len(self.queued) >= limit:
+            raise ApiError(429, "queue_full", f"{len(self.queued)} utterances are already queued (limit {limit}); "
+                                              "wait for one to finish", **{"Retry-After": "1"})
+        if self.live is None or self._closing:
+            raise ApiError(409, "not_running", "the call is not running")
         uid = utterance_id or uuid.uuid4().hex[:8]
+        self.queued[uid] = None
         self.live.text.say(uid, text, voice)
         return uid
 
@@ -212,6 +264,7 @@ class Call:
         if self.live is None or self.session is None:
             return
         self.live.text.clear()
+        self.queued.clear()
         epoch = self.session.interrupt()
         self._drop_queued_speech()
         self._broadcast({"type": "event", "kind": "interrupted", "by": by, "epoch": epoch})
@@ -252,6 +305,10 @@ class Call:
             self.speaking = True
         elif event.kind in ("utterance_done", "utterance_interrupted"):
             self.speaking = False
+            self.queued.pop(str(data.get("utterance_id")), None)
+        elif event.kind == "segment_failed":  # that sentence is skipped; the call goes on
+            self._broadcast({"type": "event", "kind": "error", "code": "synthesis_failed",
+                             "utterance_id": data.get("utterance_id"), "message": data.get("message", "")})
         msg = {"type": "event", "kind": event.kind, **{k: v for k, v in data.items() if k != "kind"}}
         if event.kind == "vad":
             msg["vad"] = data.get("kind")
@@ -324,6 +381,7 @@ class Call:
         self.close_reason = reason
         log.info("call %s closing: %s", self.id, reason)
         self._broadcast({"type": "event", "kind": "ended", "reason": reason})
+        await self._flush_channels(0.5)
         current = asyncio.current_task()
         for t in list(self._tasks):
             if t is not current:
@@ -337,6 +395,15 @@ class Call:
         self._closed.set()
         if self._on_closed is not None:
             self._on_closed(self)
+
+    async def _flush_channels(self, timeout: float) -> None:
+        """Give the `ended` event time to leave before the association is torn down."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and any(getattr(ch, "readyState", "") == "open" and ch.bufferedAmount > 0
+                                             for ch in self._channels):
+            await asyncio.sleep(0.02)
+        if any(getattr(ch, "readyState", "") == "open" for ch in self._channels):
+            await asyncio.sleep(0.05)  # the SCTP packet carrying it is sent from another task
 
     async def wait_closed(self) -> None:
         await self._closed.wait()

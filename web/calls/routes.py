@@ -8,8 +8,9 @@
     POST   /v1/calls/{id}/mode              {"mode": "mirror"} -> 200
     GET    /v1/calls/{id}                   -> 200 call stats (JSON)
 
-Errors are JSON {"error": code, "message": ...} with a 4xx status; over the call limit the
-answer is 503 with Retry-After.
+Errors are JSON {"error": code, "message": ...} with a 4xx status (web/requests.py); over the
+call limit, and while the server stops, the answer is 503 with Retry-After. Every field's
+rule is in web/limits.py.
 """
 from __future__ import annotations
 
@@ -19,17 +20,14 @@ import uuid
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
 
+from ..limits import MAX_JSON_BODY_BYTES
+from ..requests import ApiError, json_body, query, read_body, require_type
 from .call import Call, OfferError, check_offer
-from .protocol import Say, SetMode
+from .protocol import Accepted, CallStats, CreateQuery, Interrupt, Say, SetMode, StatsQuery
 
 log = logging.getLogger(__name__)
 CALLS = web.AppKey("calls", dict)
-
-
-def _error(status: int, code: str, message: str, **headers: str) -> web.Response:
-    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
 
 
 class CallRegistry:
@@ -37,6 +35,7 @@ class CallRegistry:
         self.settings, self.engines, self.metrics = settings, engines, metrics
         self.calls: dict[str, Call] = {}
         self._pending = 0  # calls being set up, counted against the limit
+        self.draining = False  # stopping: new calls are refused (503)
 
     def _closed(self, call: Call) -> None:
         self.calls.pop(call.id, None)
@@ -66,109 +65,85 @@ class CallRegistry:
 async def create_call(request: web.Request) -> web.StreamResponse:
     reg: CallRegistry = request.app[CALLS]["registry"]
     s = reg.settings
-    ctype = request.content_type
-    if ctype != "application/sdp":
-        return _error(415, "unsupported_media_type", f"send the SDP offer as application/sdp, not {ctype or 'nothing'}")
-    if request.content_length is not None and request.content_length > s.max_sdp_bytes:
-        return _error(413, "too_large", f"SDP offer over {s.max_sdp_bytes} bytes")
-    mode = request.query.get("mode", "agent")
-    if mode not in ("agent", "mirror"):
-        return _error(400, "bad_mode", "mode must be 'agent' or 'mirror'")
+    require_type(request, "application/sdp")
+    q = query(request, CreateQuery)
+    body = await read_body(request, s.max_sdp_bytes)
     try:
-        body = await request.content.read(s.max_sdp_bytes + 1)
         offer = body.decode("utf-8")
         check_offer(offer, max_bytes=s.max_sdp_bytes)
     except UnicodeDecodeError:
-        return _error(400, "bad_offer", "the SDP offer is not UTF-8 text")
+        raise ApiError(400, "bad_offer", "the SDP offer is not UTF-8 text") from None
     except OfferError as exc:
-        status = 413 if "over the limit" in str(exc) else 400
-        return _error(status, "bad_offer", str(exc))
+        raise ApiError(400, "bad_offer", str(exc)) from None
+    if reg.draining:
+        raise ApiError(503, "draining", "the server is stopping; call another one",
+                       **{"Retry-After": str(s.retry_after_s)})
     if reg.full():
-        return _error(503, "busy", f"{s.max_calls} calls already running", **{"Retry-After": str(s.retry_after_s)})
+        raise ApiError(503, "busy", f"{s.max_calls} calls already running", **{"Retry-After": str(s.retry_after_s)})
     try:
-        call, answer = await reg.create(offer, mode)
+        call, answer = await reg.create(offer, q.mode)
     except ValueError as exc:
-        return _error(400, "bad_offer", f"cannot answer this offer: {exc}")
+        raise ApiError(400, "bad_offer", f"cannot answer this offer: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - aiortc raises assorted errors on odd SDP
         log.info("offer rejected: %s", exc)
-        return _error(400, "bad_offer", f"cannot answer this offer: {type(exc).__name__}: {exc}")
+        raise ApiError(400, "bad_offer", f"cannot answer this offer: {type(exc).__name__}: {exc}") from None
     return web.Response(status=201, text=answer, content_type="application/sdp",
                         headers={"Location": f"/v1/calls/{call.id}"})
 
 
-def _call(request: web.Request) -> Call | None:
+def _call(request: web.Request) -> Call:
     reg: CallRegistry = request.app[CALLS]["registry"]
-    return reg.calls.get(request.match_info["call_id"])
+    call = reg.calls.get(request.match_info["call_id"])
+    if call is None:
+        raise ApiError(404, "unknown_call", "no such call (it may have ended)")
+    return call
 
 
 async def delete_call(request: web.Request) -> web.StreamResponse:
     call = _call(request)
-    if call is None:
-        return _error(404, "unknown_call", "no such call (it may have ended)")
     await call.close("deleted by the client")
     return web.json_response({"ended": call.id})
 
 
-async def _json(request: web.Request, model: Any) -> Any:
-    if request.content_length is not None and request.content_length > 1_000_000:
-        raise web.HTTPRequestEntityTooLarge(max_size=1_000_000, actual_size=request.content_length)
-    try:
-        return model.model_validate_json(await request.read())
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise web.HTTPBadRequest(text=f'{{"error": "bad_request", "message": "{err["loc"]}: {err["msg"]}"}}',
-                                 content_type="application/json") from None
-
-
 async def say(request: web.Request) -> web.StreamResponse:
     call = _call(request)
-    if call is None:
-        return _error(404, "unknown_call", "no such call")
-    msg = await _json(request, Say)
-    try:
-        uid = call.say(msg.text, msg.voice, msg.id)
-    except ValueError as exc:
-        return _error(400, "bad_text", str(exc))
-    return web.json_response({"utterance_id": uid}, status=202)
+    msg = await json_body(request, Say, limit=MAX_JSON_BODY_BYTES)
+    uid = await call.say(msg.text, msg.voice, msg.id)
+    return web.json_response(Accepted(utterance_id=uid).model_dump(), status=202)
 
 
 async def interrupt(request: web.Request) -> web.StreamResponse:
     call = _call(request)
-    if call is None:
-        return _error(404, "unknown_call", "no such call")
+    await json_body(request, Interrupt, limit=MAX_JSON_BODY_BYTES, empty_ok=True)
     call.interrupt("client")
     return web.json_response({"interrupted": True})
 
 
 async def set_mode(request: web.Request) -> web.StreamResponse:
     call = _call(request)
-    if call is None:
-        return _error(404, "unknown_call", "no such call")
-    msg = await _json(request, SetMode)
+    msg = await json_body(request, SetMode, limit=MAX_JSON_BODY_BYTES)
     call.set_mode(msg.mode)
     return web.json_response({"mode": msg.mode})
 
 
 async def call_stats(request: web.Request) -> web.StreamResponse:
     call = _call(request)
-    if call is None:
-        return _error(404, "unknown_call", "no such call")
-    window = int(request.query.get("window", "1500"))  # chunks (20 ms each)
+    window = query(request, StatsQuery).window
     lat = sorted(call.engine_latency(window)) if call.mode == "mirror" else []
     jitter = sorted(call.mic_jitter(window))
 
     def pct(xs: list[float], q: float) -> float | None:
         return round(1000 * xs[min(len(xs) - 1, int(q * len(xs)))], 1) if xs else None
 
-    return web.json_response({
-        "latency_p50_ms": pct(lat, 0.5), "latency_p99_ms": pct(lat, 0.99),
-        "mic_jitter_p50_ms": pct(jitter, 0.5), "mic_jitter_p99_ms": pct(jitter, 0.99),
-        "id": call.id, "mode": call.mode, "state": call.pc.connectionState, "speaking": call.speaking,
-        "av_offset_ms": round(call.av_offset_s * 1000, 1),
-        "video_released": call.video_track.released, "audio_released": call.audio_track.released,
-        "mic_frames": call.mic.frames, **call.mirror_counts(),
-        "barge_in_reaction_ms": [round(1000 * x) for x in call.barge_ins],
-    })
+    stats = CallStats(
+        latency_p50_ms=pct(lat, 0.5), latency_p99_ms=pct(lat, 0.99),
+        mic_jitter_p50_ms=pct(jitter, 0.5), mic_jitter_p99_ms=pct(jitter, 0.99),
+        id=call.id, mode=call.mode, state=call.pc.connectionState, speaking=call.speaking,
+        av_offset_ms=round(call.av_offset_s * 1000, 1),
+        video_released=call.video_track.released, audio_released=call.audio_track.released,
+        mic_frames=call.mic.frames, **call.mirror_counts(),
+        barge_in_reaction_ms=[round(1000 * x) for x in call.barge_ins], queued_utterances=len(call.queued))
+    return web.json_response(stats.model_dump())
 
 
 def add_call_routes(app: web.Application, registry: CallRegistry) -> None:

@@ -1,18 +1,17 @@
-"""The `/v1/stream` route: who may connect (token, origin, connection limit), then one
-`StreamConnection` per websocket."""
+"""The `/v1/stream` route: who may connect (the connection limit; token and origin are checked
+for every route by web/security.py), then one `StreamConnection` per websocket."""
 from __future__ import annotations
 
-import hmac
 import itertools
 import logging
 import socket
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from realtime import RuntimeMetrics
 
+from ..requests import ApiError
 from ..resources import SharedEngines
 from ..settings import ServerSettings
 from .session import StreamConnection
@@ -30,43 +29,25 @@ class StreamState:
     metrics: RuntimeMetrics
     connections: set[StreamConnection] = field(default_factory=set)
     ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    draining: bool = False  # stopping: new connections are refused (503)
 
 
 STREAM = web.AppKey("stream", StreamState)
 
 
-def authorized(request: web.Request, token: str | None) -> bool:
-    """Bearer token from the Authorization header, or `?token=` (browsers cannot set headers on
-    a websocket). Compared in constant time."""
-    if not token:
-        return True
-    header = request.headers.get("Authorization", "")
-    given = header[7:].strip() if header[:7].lower() == "bearer " else request.query.get("token", "")
-    return hmac.compare_digest(given.encode(), token.encode())
-
-
-def origin_allowed(request: web.Request, allowed: list[str]) -> bool:
-    """No Origin (not a browser), the server's own origin, or one listed ('*': any)."""
-    origin = request.headers.get("Origin")
-    if origin is None or "*" in allowed or origin in allowed:
-        return True
-    return urlsplit(origin).netloc.lower() == request.host.lower()
-
-
 async def stream_handler(request: web.Request) -> web.StreamResponse:
     state = request.app[STREAM]
     s = state.settings
-    if not authorized(request, s.token):
-        raise web.HTTPUnauthorized(text="a valid bearer token is required\n",
-                                   headers={"WWW-Authenticate": 'Bearer realm="avatar"'})
-    if not origin_allowed(request, s.allowed_origins):
-        raise web.HTTPForbidden(text=f"origin {request.headers.get('Origin')!r} is not allowed\n")
+    # token and Origin: checked for every route by web/security.py before this runs
+    if state.draining:
+        raise ApiError(503, "draining", "the server is stopping; connect to another one",
+                       **{"Retry-After": str(s.retry_after_s)})
     # No heartbeat: media flows all the time, and a dead or stalled peer shows up in the send
     # queue (4008), where a heartbeat would close a merely slow one with 1006 first.
     ws = web.WebSocketResponse(max_msg_size=s.max_message_bytes, compress=False, heartbeat=None, autoping=True,
                                timeout=s.slow_client_timeout_s, writer_limit=max(16384, s.socket_send_buffer))
     if not ws.can_prepare(request).ok:
-        raise web.HTTPBadRequest(text="this endpoint speaks websocket only (see /v1/stream/schema)\n")
+        raise ApiError(400, "not_websocket", "this endpoint speaks websocket only (see /v1/stream/schema)")
     await ws.prepare(request)
     if len(state.connections) >= s.max_connections:
         await ws.close(code=CloseCode.TRY_AGAIN_LATER,

@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from ..limits import ID_PATTERN, Seed, Text, UtteranceId, VoiceName
+
 PROTOCOL_VERSION = 1
-ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 
 
 class CloseCode(enum.IntEnum):
@@ -23,7 +24,7 @@ class CloseCode(enum.IntEnum):
     NORMAL = 1000  # the client closed, or `avatar client` finished
     GOING_AWAY = 1001  # the server is shutting down
     UNSUPPORTED_DATA = 1003  # the client sent a binary message
-    POLICY_VIOLATION = 1008  # reserved (not sent by this version)
+    POLICY_VIOLATION = 1008  # no message within `first_message_timeout_s` of connecting
     MESSAGE_TOO_BIG = 1009  # a message over `max_message_bytes`
     INTERNAL_ERROR = 1011  # the session failed (an `error` event with fatal=true came first)
     TRY_AGAIN_LATER = 1013  # the server is at `max_connections`
@@ -58,18 +59,18 @@ class Config(_Msg):
     fps: int | None = Field(None, ge=10, le=30)
     video: Literal["h264"] = "h264"
     audio: Literal["opus", "pcm"] | None = None
-    avatar: str | None = Field(None, max_length=64, description="an avatar the server offers")
-    voice: str | None = Field(None, max_length=64, description="default voice of `say` and `append`")
-    seed: int | None = Field(None, description="idle motion (blinks, sway)")
+    avatar: str | None = Field(None, pattern=ID_PATTERN, description="an avatar the server offers")
+    voice: VoiceName | None = Field(None, description="default voice of `say` and `append`")
+    seed: Seed | None = Field(None, description="idle motion (blinks, sway), 0 to 2**31-1")
 
 
 class Say(_Msg):
     """Speak `text` after everything queued before it (an open `append` run is flushed first)."""
 
     type: Literal["say"] = "say"
-    text: str
-    voice: str | None = Field(None, max_length=64)
-    id: str | None = Field(None, pattern=ID_PATTERN, description="chosen by the client, else the server's")
+    text: Text
+    voice: VoiceName | None = None
+    id: UtteranceId | None = Field(None, description="chosen by the client, else the server's")
 
 
 class Append(_Msg):
@@ -77,9 +78,9 @@ class Append(_Msg):
     complete. A different `id` than the open run's flushes that run and opens a new one."""
 
     type: Literal["append"] = "append"
-    text: str
-    voice: str | None = Field(None, max_length=64)
-    id: str | None = Field(None, pattern=ID_PATTERN)
+    text: Text
+    voice: VoiceName | None = None
+    id: UtteranceId | None = None
 
 
 class Flush(_Msg):
@@ -133,6 +134,7 @@ class Limits(_Msg):
     message_burst: int
     send_queue_bytes: int
     slow_client_timeout_s: float
+    first_message_timeout_s: float
 
 
 class Ready(_Msg):

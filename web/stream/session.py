@@ -26,6 +26,7 @@ from pipelines.media.live import EncodedPacket, H264Encoder, OpusEncoder, PcmEnc
 from pipelines.recipes.live_talking_head import LiveTalkingHead, live_talking_head_graph
 from realtime import Event, RuntimeMetrics, Session, SessionFailed
 
+from ..limits import TokenBucket, has_words
 from ..resources import SharedEngines, Unavailable
 from ..settings import ServerSettings
 from . import framing
@@ -35,23 +36,6 @@ from .protocol import (CLIENT_MESSAGES, Append, AudioInfo, CloseCode, Config, Do
 from .sendqueue import SendQueue, SlowConsumer
 
 log = logging.getLogger(__name__)
-
-
-class TokenBucket:
-    """`rate` messages per second on average, `burst` at once."""
-
-    def __init__(self, rate: float, burst: int, clock: Callable[[], float]) -> None:
-        self.rate, self.burst, self._clock = rate, burst, clock
-        self._tokens, self._t = float(burst), clock()
-
-    def take(self) -> bool:
-        now = self._clock()
-        self._tokens = min(self.burst, self._tokens + (now - self._t) * self.rate)
-        self._t = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
 
 
 @dataclass(slots=True)
@@ -84,12 +68,14 @@ class StreamConnection:
         self._session_task: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._closing = False
+        self._heard = False  # any message came (the first-message deadline)
         self.close_code: int | None = None
 
     # -- lifetime --------------------------------------------------------------------------
     async def serve(self) -> None:
         """Runs until the websocket closes; then nothing of this connection is left running."""
         self._spawn(self._write_loop(), "writer")
+        self._spawn(self._first_message_deadline(), "first-message")
         try:
             await self._read_loop()
         finally:
@@ -101,6 +87,13 @@ class StreamConnection:
             if not self.ws.closed:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(self.ws.close(code=self.close_code or CloseCode.NORMAL), 5.0)
+
+    async def _first_message_deadline(self) -> None:
+        """A connection that says nothing holds one of `max_connections` slots: not for long."""
+        await asyncio.sleep(self.settings.first_message_timeout_s)
+        if not self._heard:
+            self.close(CloseCode.POLICY_VIOLATION,
+                       f"no message within {self.settings.first_message_timeout_s:g} s of connecting")
 
     def _spawn(self, coro: object, name: str) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
@@ -148,6 +141,7 @@ class StreamConnection:
     # -- client -> server ------------------------------------------------------------------
     async def _read_loop(self) -> None:
         async for msg in self.ws:
+            self._heard = True
             if self._closing:
                 break
             if msg.type == WSMsgType.TEXT:
@@ -240,7 +234,7 @@ class StreamConnection:
         return ident
 
     async def _say(self, msg: Say) -> None:
-        if not any(ch.isalnum() for ch in msg.text):
+        if not has_words(msg.text):
             return self._error(ErrorCode.INVALID_MESSAGE, "text: nothing to say (no letters or digits)", ident=msg.id)
         if not await self._check_voice(msg.voice, msg.id):
             return
@@ -314,7 +308,8 @@ class StreamConnection:
             limits=Limits(max_message_bytes=s.max_message_bytes, max_text_chars=s.max_text_chars,
                           max_queued_utterances=s.max_queued_utterances, messages_per_second=s.messages_per_second,
                           message_burst=s.message_burst, send_queue_bytes=s.send_queue_bytes,
-                          slow_client_timeout_s=s.slow_client_timeout_s)))
+                          slow_client_timeout_s=s.slow_client_timeout_s,
+                          first_message_timeout_s=s.first_message_timeout_s)))
         self._session_task = self._spawn(self._run_session(session), "session")
         self._spawn(self._stats_loop(), "stats")
         return True
