@@ -38,6 +38,11 @@ class Engine(ABC, Generic[In, Out]):
     @abstractmethod
     def run_batch(self, items: Sequence[In]) -> list[Out]: ...
 
+    def alive(self) -> bool:
+        """False once the engine is known to be gone (its process died): cheap, asked before
+        work is handed to it."""
+        return True
+
     def close(self) -> None:  # noqa: B027 - optional
         """Free what `load` took."""
 

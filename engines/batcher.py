@@ -79,12 +79,19 @@ class BatchingWorker(Generic[In, Out]):
         return await future
 
     def _wake_one(self) -> None:
+        """Start a drainer on an idle replica, finding dead ones on the way (an idle replica
+        whose process died would otherwise be found only when next used, under load)."""
+        woken = False
         for i, d in enumerate(self._drainers):
-            if (d is None or d.done()) and i not in self._down:
+            if (d is not None and not d.done()) or i in self._down:
+                continue
+            if self.workers[i].started and not self.workers[i].engine.alive():
+                self._mark_down(i, f"engine {self.engine.name!r}: its process is gone")
+            elif not woken:
                 # Owned by the batcher, not by the caller: cancelling one session's request
                 # cancels its future only, never a call that carries other sessions' items.
                 self._drainers[i] = asyncio.create_task(self._drain(i), name=f"batch-{self.engine.name}-{i}")
-                return
+                woken = True
 
     async def _drain(self, index: int) -> None:
         worker = self.workers[index]
@@ -111,9 +118,7 @@ class BatchingWorker(Generic[In, Out]):
                     if not req.future.done():
                         req.future.set_exception(exc)
                 if isinstance(exc, EngineDied):
-                    log.warning("%s (replica %d): restarting it", exc, index)
-                    self._down[index] = asyncio.create_task(self._restart(index),
-                                                            name=f"restart-{self.engine.name}-{index}")
+                    self._mark_down(index, str(exc))
                     self._wake_one()  # another replica takes over what is queued
                     return
                 continue
@@ -128,6 +133,10 @@ class BatchingWorker(Generic[In, Out]):
                 if not req.future.done():
                     req.future.set_result(outs[i:i + k])
                 i += k
+
+    def _mark_down(self, index: int, why: str) -> None:
+        log.warning("%s (replica %d): restarting it", why, index)
+        self._down[index] = asyncio.create_task(self._restart(index), name=f"restart-{self.engine.name}-{index}")
 
     async def _restart(self, index: int) -> None:
         worker = self.workers[index]

@@ -110,6 +110,10 @@ class SubprocessEngine(Engine[Any, Any]):
         proc = self._proc
         return proc.pid if proc is not None and proc.poll() is None else None
 
+    def alive(self) -> bool:
+        proc = self._proc
+        return proc is None or proc.poll() is None  # not started yet counts as alive
+
     def run_batch(self, items: Sequence[Any]) -> list[Any]:
         if self._conn is None:
             raise RuntimeError(f"engine {self.name!r} used before load()")

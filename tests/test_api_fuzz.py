@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import subprocess
 import sys
@@ -75,10 +76,12 @@ def test_the_http_api_survives_schemathesis(tmp_path: Path) -> None:
             cmd = [str(Path(sys.executable).parent / "schemathesis"), "run", str(spec), "--url", server.http,
                    "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                                "response_schema_conformance,negative_data_rejection",
-                   "--max-examples", "40", "--seed", "7", "--generation-database", "none",
+                   "--max-examples", "80", "--seed", "7", "--generation-database", "none",
                    "--phases", "examples,coverage,fuzzing", "--workers", "1", "--no-color",
                    "--request-timeout", "20", "--suppress-health-check", "all", "--mode", "all"]
-            proc = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=800)
+            env = {**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
+                   "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+            proc = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=800, env=env)
             async with aiohttp.ClientSession() as s:
                 async with s.get(f"{server.http}/healthz") as r:
                     health = r.status

@@ -127,7 +127,7 @@ async def _errors_middleware(request: web.Request, handler: Any) -> web.StreamRe
 
 
 async def _openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return web.json_response(openapi_document(secured=bool(request.app[STREAM].settings.token)))
 
 
 async def _schema(request: web.Request) -> web.Response:

@@ -183,12 +183,34 @@ class TokenScrubber(logging.Filter):
         return True
 
 
+class QuietBadRequests(logging.Filter):
+    """aiohttp logs a request it cannot parse (bad header bytes, a broken request line, TLS
+    spoken to plain HTTP) at ERROR with its parser's traceback, though it answers 400 and the
+    fault is the client's. One INFO line instead, as web servers do; real errors untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            what = " ".join(str(exc.message).replace("^", " ").split())[:200]
+            said = record.getMessage().replace("Error handling request", "bad request")
+            record.msg, record.args = f"{said}: {exc.code} {what}", None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def install_log_scrubber(token: str | None, logger: logging.Logger | None = None) -> TokenScrubber:
-    """On every handler of `logger` (the root logger): records of every library pass them."""
+    """On every handler of `logger` (the root logger): records of every library pass them.
+    Also quiets the HTTP library's reports of unparseable requests (QuietBadRequests)."""
     scrubber = TokenScrubber(token)
     root = logger or logging.getLogger()
     if not root.handlers:
         logging.basicConfig()
     for h in root.handlers:
         h.addFilter(scrubber)
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, QuietBadRequests) for f in server_log.filters):
+        server_log.addFilter(QuietBadRequests())
     return scrubber

@@ -129,23 +129,27 @@ class _Espeak:
             i += 1
         return 0  # 0 = keep synthesizing
 
-    def _list_voices(self, variants_dir: str) -> tuple[frozenset[str], frozenset[str]]:
-        names: set[str] = set()
+    def _list_voices(self, variants_dir: str) -> tuple[dict[str, str], frozenset[str]]:
+        """Every name a voice answers to -> the name espeak_SetVoiceByName loads it by. A voice
+        file is loaded by its own name; a language it lists ("en-gb", "zh") is not always a
+        loadable name, so it maps to the file of the first voice that lists it."""
+        names: dict[str, str] = {}
         table = self._lib.espeak_ListVoices(None)
         i = 0
         while table[i]:
             v = table[i].contents
-            names.add(v.identifier.decode().rsplit("/", 1)[-1].lower())
+            own = v.identifier.decode().rsplit("/", 1)[-1].lower()
+            names[own] = own
             langs = ctypes.cast(v.languages, ctypes.POINTER(ctypes.c_char))
             j = 0
             while langs[j] != b"\0":  # priority byte, then a NUL-terminated language name
                 name = ctypes.string_at(ctypes.addressof(langs.contents) + j + 1)
-                names.add(name.decode().lower())
+                names.setdefault(name.decode().lower(), own)
                 j += len(name) + 2
             i += 1
         variants = frozenset(f.lower() for f in os.listdir(variants_dir)) \
             if os.path.isdir(variants_dir) else frozenset()
-        return frozenset(names), variants
+        return names, variants
 
     def _select(self, voice: str, rate_wpm: int | None = None, pitch: int | None = None) -> None:
         if voice != self._voice:
@@ -222,6 +226,7 @@ def resolve_voice(name: str) -> str:
     if variant and variant not in eng.variants:
         some = ", ".join(sorted(eng.variants)[:10])
         raise UnknownVoiceError(f"unknown espeak voice variant {variant!r}; try one of: {some}")
+    base = eng.voices[base]  # the name it loads by ("en-gb" is a language of the voice "en")
     return f"{base}+{variant}" if variant else base
 
 
