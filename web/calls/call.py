@@ -21,7 +21,7 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from pipelines.recipes.live_call import LiveCall, live_call_graph
-from realtime import Event, MonotonicClock, RuntimeMetrics, Session, SessionFailed
+from realtime import Clock, Event, MonotonicClock, RuntimeMetrics, Session, SessionFailed
 
 from ..limits import MAX_JSON_BODY_BYTES, TokenBucket, has_words
 from ..requests import ApiError, describe
@@ -54,13 +54,14 @@ def check_offer(sdp: str, *, max_bytes: int) -> None:
 
 class Call:
     def __init__(self, call_id: str, *, engines: Any, settings: Any, metrics: RuntimeMetrics,
-                 mode: Mode = "agent", on_closed: Callable[[Call], None] | None = None) -> None:
+                 mode: Mode = "agent", on_closed: Callable[[Call], None] | None = None,
+                 clock: Clock | None = None) -> None:
         self.id = call_id
         self.engines, self.settings, self.metrics = engines, settings, metrics
         self.mode: Mode = mode
         self.created = time.monotonic()
         self._on_closed = on_closed
-        self._clock = MonotonicClock()
+        self._clock = clock or MonotonicClock()  # a FakeClock in the timeline tests
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.audio_track = ClockedTrack("audio", self._clock, capacity=25, on_release=self._released)
         self.video_track = ClockedTrack("video", self._clock, capacity=10, on_release=self._released)
@@ -84,7 +85,6 @@ class Call:
 
     # -- setup ------------------------------------------------------------------------------
     async def accept(self, offer_sdp: str) -> str:
-        s = self.settings
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
         self.pc.on("connectionstatechange", self._on_state)
@@ -93,6 +93,25 @@ class Call:
         if "audio" in kinds:
             self.pc.addTrack(self.audio_track)
         video_sender = self.pc.addTrack(self.video_track) if "video" in kinds else None
+        await self._build_media()
+        answer = await self.pc.createAnswer()
+        await self.pc.setLocalDescription(answer)
+        if video_sender is not None and negotiated_video_codec(self.pc.localDescription.sdp) == "video/vp8":
+            install_vp8(video_sender, self.metrics.encode_latency.labels(codec="vp8").observe)
+        self._spawn(self._run_session(), "session")
+        self._spawn(self._watchdog(), "watchdog")
+        self._spawn(self._connect_deadline(), "connect-deadline")
+        return self.pc.localDescription.sdp
+
+    async def start_media(self) -> None:
+        """The call's graph without a peer: its tracks are read by whoever pulls them (the
+        fake-clock timeline tests, an in-process client); the caller's audio comes from a
+        track given to `self.mic.attach`."""
+        await self._build_media()
+        self._spawn(self._run_session(), "session")
+
+    async def _build_media(self) -> None:
+        s = self.settings
         renderer = await self.engines.renderer(s.avatar, s.call_size)
         voice = await self.engines.voice(s.voice)
         motion = await self.engines.motion()
@@ -107,14 +126,6 @@ class Call:
         self.session = Session(self.live.graph, clock=self._clock, paced=True, metrics=self.metrics,
                                session_id=self.id, on_event=self._on_event,
                                align_s=1 / s.fps if s.call_frame_grid else None)
-        answer = await self.pc.createAnswer()
-        await self.pc.setLocalDescription(answer)
-        if video_sender is not None and negotiated_video_codec(self.pc.localDescription.sdp) == "video/vp8":
-            install_vp8(video_sender, self.metrics.encode_latency.labels(codec="vp8").observe)
-        self._spawn(self._run_session(), "session")
-        self._spawn(self._watchdog(), "watchdog")
-        self._spawn(self._connect_deadline(), "connect-deadline")
-        return self.pc.localDescription.sdp
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=f"call-{self.id}-{name}")
