@@ -1,4 +1,7 @@
-"""The audio front end: resampler, file loading, silero VAD, log-mel streaming, their stages.
+"""Claim: the audio front end hears what a caller says — any file rate and layout resampled to
+16 kHz without drift or artefacts, damaged files decoded as far as they go, silero VAD finding
+speech in noise at 10 dB SNR and staying quiet without speech, log-mel features streamed
+chunk by chunk equal to the whole signal's.
 
 Speech comes from the project's own TTS (espeak-ng, exact phoneme timeline), so reference
 onsets are known to the millisecond; noise is white or pink at 10 dB SNR over the speech.

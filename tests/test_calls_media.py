@@ -1,4 +1,7 @@
-"""Calls over real WebRTC (aiortc on both ends, loopback): what the caller receives."""
+"""Claim: over real WebRTC (aiortc on both ends, loopback) a caller receives the avatar at 25 fps,
+its mouth following the caller's voice (mirror) or its own speech in sync (agent), and the
+caller's speech cuts the avatar off (barge-in). Wall-clock tests with generous bounds: the
+exact, frame-level figures are in tests/test_call_timeline.py (fake clock)."""
 from __future__ import annotations
 
 import asyncio

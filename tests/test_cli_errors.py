@@ -1,4 +1,5 @@
-"""Bad input to `avatar render`: one line on stderr, exit status 2, no traceback, no file."""
+"""Claim: bad input to `avatar render` gets one line on stderr and exit status 2 — no traceback,
+no output file left behind."""
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
-"""The renderer engine in a child process (server setting `render_processes`): the same
-frames as in a thread, errors reported and survived, nothing left running after close."""
+"""Claim: the renderer in a child process (server setting `render_processes`) draws the same
+frames as in a thread, reports and survives a bad batch, reports a dead process as such
+(EngineDied, so the server restarts it), and leaves nothing running after close."""
 from __future__ import annotations
 
 import asyncio
@@ -36,6 +37,37 @@ def test_frames_equal_the_threaded_engine_and_errors_are_survived() -> None:
             await child.close()
             await local.close()
         assert proc.poll() is not None  # the child is gone
+
+    asyncio.run(scenario())
+
+
+def test_a_killed_child_is_reported_as_dead_and_a_restart_brings_it_back() -> None:
+    """What lets the server restart a renderer whose process died (engines/batcher.py)."""
+    import os
+    import signal
+
+    from engines import EngineDied
+
+    async def scenario() -> None:
+        make = functools.partial(renderer_engine, default_avatar(128), "renderer-test", "cpu")
+        engine = SubprocessEngine("renderer-test", make)
+        worker = EngineWorker(engine)
+        await worker.start()
+        try:
+            params = [{"params": torch.rand(N_PARAMS) * 0.6}]
+            want = await worker.run(params)
+            pid = engine.pid
+            assert pid is not None and engine.alive()
+            os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.3)  # the kernel delivers the signal
+            assert not engine.alive()
+            with pytest.raises(EngineDied, match="died"):
+                await worker.run(params)
+            await worker.restart()
+            assert engine.pid not in (None, pid) and engine.alive()
+            assert torch.equal((await worker.run(params))[0], want[0])  # the same frames again
+        finally:
+            await worker.close()
 
     asyncio.run(scenario())
 

@@ -1,4 +1,4 @@
-"""A call closed at the instant its ICE checks complete leaves no task behind (aioice 0.13
+"""Claim: a call closed at the instant its ICE checks complete leaves no task behind (aioice 0.13
 starts a consent-check task on the closed connection then; web/calls/ice_cleanup.py ends it)."""
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""The render stage with a shared renderer that takes longer than a frame period per call:
-with two engine calls in flight a session keeps up (frames in order, none late); with one it
-falls behind. Under the fake clock, so the figures are exact."""
+"""Claim: a session keeps up with a shared renderer that takes longer than a frame period per
+call when two engine calls are in flight (frames in order, none late), and falls behind with
+one. Under the fake clock, so the figures are exact."""
 from __future__ import annotations
 
 import asyncio

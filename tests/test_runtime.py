@@ -1,6 +1,7 @@
-"""The runtime under a fake clock: late-frame policies, deadline accounting, failure
-isolation, shutdown. Scenario: a live source emits a frame every 40 ms; a stage that takes
-60 ms per frame falls behind; the policy on the channel decides what the sink sees."""
+"""Claim: the runtime applies each late-frame policy as documented (drop, repeat last, block),
+counts every deadline miss, ends only the failing session and leaves no task behind.
+Under a fake clock: a live source emits a frame every 40 ms; a stage that takes 60 ms per
+frame falls behind; the policy on the channel decides what the sink sees."""
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,6 @@
-"""pipelines.speech: text -> audio + ARPAbet/word timelines (espeak-ng, piper "joe", alignment)."""
+"""Claim: text becomes speech with exact timelines — espeak-ng and piper "joe" audio with ARPAbet
+phonemes and words that index the text and cover the audio, rate and pitch doing what they
+say, sentences streamed one at a time, and clear errors for what cannot be spoken."""
 from __future__ import annotations
 
 import difflib

@@ -1,5 +1,6 @@
-"""The calls' VP8 encoder (web/calls/video_encoder.py) on rendered avatar frames: what a
-receiver decodes from its RTP payloads, against aiortc's own encoder."""
+"""Claim: the calls' VP8 encoder (web/calls/video_encoder.py) gives a receiver frames it decodes
+from the RTP payloads, at a PSNR of 38 dB or more and no worse than aiortc's own encoder on
+avatar frames, at the bitrate it is set to."""
 from __future__ import annotations
 
 import fractions

@@ -1,5 +1,6 @@
-"""The live stages under a fake clock: sentence boundaries of streamed text, the idle frame loop,
-where an utterance lands on the timeline, and what an interrupt cuts."""
+"""Claim: the live talking-head stages put speech on the timeline to the frame — streamed text
+is cut at real sentence ends, idle frames flow, an utterance lands on the next frame and an
+interrupt cuts it at the next frame — under a fake clock, so the figures are exact."""
 from __future__ import annotations
 
 import asyncio

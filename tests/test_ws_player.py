@@ -1,5 +1,6 @@
-"""The player page in real browsers: headless Chromium and Firefox open it, it connects, says
-a sentence, decodes H.264 and Opus with WebCodecs and draws frames against the audio clock.
+"""Claim: the player page works in real browsers — headless Chromium and Firefox open it, it
+connects, says a sentence, decodes H.264 and Opus with WebCodecs and draws frames against
+the audio clock.
 
 Driven over a websocket (`websockets` package; tests/browserutil.py): no browser download,
 Debian's chromium and firefox-esr. Without them the test fails, with how to install them.

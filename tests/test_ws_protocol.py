@@ -1,5 +1,6 @@
-"""`/v1/stream` at its edges: bad input, limits, auth and origins. Every case ends in an
-`error` event or a documented close code, and the server goes on serving others."""
+"""Claim: `/v1/stream` answers bad input, limits, auth and origins as docs/stream-protocol.md
+says — every case ends in an `error` event or a documented close code, and the server goes on
+serving others."""
 from __future__ import annotations
 
 import asyncio

@@ -1,6 +1,10 @@
-"""`/v1/stream` end to end: a real server on a random port, the client library, PyAV decoding.
+"""Claim: `/v1/stream` end to end gives a client decodable H.264 and Opus/PCM of the avatar
+saying what it was sent, word and viseme timings, interrupts that cut, and nothing left
+running after a close (a real server on a random port, the client library, PyAV decoding).
 
-The stream is paced (real time): each test lasts about as long as what it makes the avatar say.
+The stream is paced (real time): each test lasts about as long as what it makes the avatar say;
+its timing bounds are generous (wall clock on 2 cores), the exact ones are fake-clock tests
+(tests/test_ws_live_graph.py).
 """
 from __future__ import annotations
 
