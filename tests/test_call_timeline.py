@@ -193,6 +193,7 @@ def test_mirror_latency_is_within_the_documented_100_to_140_ms_and_the_mouth_fol
     lat = np.array(r["latency"])
     assert len(lat) > 200, len(lat)  # nearly every chunk of the caller's audio was shown
     # delay (80) - half a frame (20) + budget (40) + up to one frame of quantisation (40)
+    print(f"mirror latency: min {1000 * lat.min():.0f}, p50 {1000 * np.median(lat):.0f}, max {1000 * lat.max():.0f} ms")
     assert lat.min() >= 0.100 - 1e-6 and lat.max() <= 0.140 + 1e-6, (lat.min(), np.median(lat), lat.max())
     assert r["counts"]["mirrored_frames"] > 100 and r["counts"]["stale_frames"] == 0, r["counts"]
     # what the frames show: the avatar's mouth against the caller's voice, at the mirror delay
@@ -242,6 +243,7 @@ def test_barge_in_silences_the_avatar_within_200_ms_of_the_callers_onset() -> No
     silenced_at = max(loud_after) if loud_after else heard_at
     reaction = silenced_at - heard_at
     assert [t for t, a in audio if t > silenced_at and a > 0.003] == []
+    print(f"barge-in: silenced {1000 * reaction:.0f} ms after the caller's onset reached the server")
     assert 0.100 <= reaction <= 0.200, reaction  # min speech (120 ms) at best, the documented 200 ms at worst
     # the call's own figure (GET /v1/calls/{id}: barge_in_reaction_ms) agrees within a frame
     assert len(r["barge_ins"]) == 1
