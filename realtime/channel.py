@@ -89,8 +89,11 @@ class Channel(Generic[T]):
         if len(self._items) >= self.capacity:
             if self.policy is LatePolicy.BLOCK:
                 raise ChannelFull(self.name)
-            self._items.popleft()
-            self._count_drop("overflow")
+            # the oldest *frame* goes: markers (segment ends, ...) are never dropped
+            oldest = next((i for i, x in enumerate(self._items) if isinstance(x, Frame)), None)
+            if oldest is not None:
+                del self._items[oldest]
+                self._count_drop("overflow")
         self._push(item)
 
     def _push(self, item: T) -> None:

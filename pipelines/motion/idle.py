@@ -3,7 +3,7 @@
 One `IdleMotion` per session (seeded), queried for any increasing run of frame times, so
 the same seed gives the same avatar behaviour offline and live. Blinks come every 2-6 s
 (uniform), close in ~80 ms and open in ~150 ms; sometimes a double blink. Head sway is a sum
-of slow sinusoids (0.05-0.35 Hz, about +/-1.5 degrees), livelier while speaking; breathing
+of slow sinusoids (0.05-0.35 Hz, up to about +/-1.6 degrees of yaw), livelier while speaking; breathing
 is ~15 breaths a minute.
 """
 from __future__ import annotations
