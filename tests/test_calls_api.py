@@ -1,10 +1,14 @@
-"""The call API's answers to bad input, its limits, and clean-up (tasks and memory)."""
+"""Claim: the call API answers bad input with a clear 4xx naming what is wrong (and a valid
+call is set up, controlled and ended), enforces its call limit and token, and cleans up after
+calls (tasks and memory)."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
 
 from callutil import CallClient, server_process
 from wsutil import running_server
@@ -30,8 +34,16 @@ def test_bad_requests_get_clear_4xx() -> None:
             assert status == 400 and "no audio or video" in text
             status, _, text = await _post(url, "v=0\r\n", ctype="text/plain")
             assert status == 415 and "application/sdp" in text
-            status, _, _ = await _post(f"{url}?mode=puppet", "v=0\r\n")
-            assert status == 400
+            # a valid offer (aiortc's, recvonly audio and video): only the mode is wrong
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            pc.addTransceiver("audio", direction="recvonly")
+            pc.addTransceiver("video", direction="recvonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            try:
+                status, _, text = await _post(f"{url}?mode=puppet", pc.localDescription.sdp)
+            finally:
+                await pc.close()
+            assert status == 400 and "mode" in json.loads(text)["message"], text
             async with aiohttp.ClientSession() as s:
                 for method, path in (("DELETE", "/v1/calls/nope"), ("POST", "/v1/calls/nope/say"),
                                      ("POST", "/v1/calls/nope/interrupt"), ("GET", "/v1/calls/nope")):
