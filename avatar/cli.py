@@ -70,12 +70,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# RenderRequest fields whose flag has another name
+_FLAGS = {"lookahead_ms": "lookahead", "threads": "threads"}
+
+
 def _one_line(exc: BaseException) -> str:
     if isinstance(exc, ValidationError):
         parts = []
         for err in exc.errors():
             loc = ".".join(str(x) for x in err["loc"])
-            parts.append(f"--{loc.replace('_', '-')}: {err['msg']}")
+            flag = _FLAGS.get(loc, loc.replace("_", "-"))
+            parts.append(f"--{flag}: {err['msg'].removeprefix('Value error, ')}")
         return "; ".join(parts)
     return " ".join(str(exc).split()) or type(exc).__name__
 

@@ -31,13 +31,20 @@ class RenderRequest(BaseModel):
     max_text_chars: int = Field(MAX_TEXT_CHARS, ge=1)
     max_image_pixels: int = Field(MAX_IMAGE_PIXELS, ge=1)
     max_audio_seconds: float = Field(MAX_AUDIO_SECONDS, gt=0)
-    lookahead_ms: int = Field(80, ge=0, le=120)
+    lookahead_ms: int = Field(80, ge=0, le=120, description="the lip model's heads: 0, 20, ..., 120 ms")
 
     @field_validator("size")
     @classmethod
     def _even(cls, v: int) -> int:
         if v % 2:
             raise ValueError("must be even (H.264 in yuv420p needs even dimensions)")
+        return v
+
+    @field_validator("lookahead_ms")
+    @classmethod
+    def _on_the_step(cls, v: int) -> int:
+        if v % 20:
+            raise ValueError(f"look-ahead {v} ms not available; choose one of 0, 20, 40, 60, 80, 100, 120")
         return v
 
     def check_source(self) -> None:

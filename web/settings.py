@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 ENV_PREFIX = "AVATAR_"
 
@@ -122,9 +122,13 @@ class ServerSettings(BaseModel):
         path = config_file or env.get(ENV_PREFIX + "CONFIG")
         if path:
             try:
-                values.update(json.loads(Path(path).read_text()))
+                loaded = json.loads(Path(path).read_text())
             except (OSError, ValueError) as exc:
                 raise ValueError(f"settings file {path}: {exc}") from None
+            if not isinstance(loaded, dict):
+                raise ValueError(f"settings file {path}: must be a JSON object of settings, "
+                                 f"not {type(loaded).__name__}")
+            values.update(loaded)
         for name, field in cls.model_fields.items():
             raw = env.get(ENV_PREFIX + name.upper())
             if raw is None:
@@ -140,4 +144,11 @@ class ServerSettings(BaseModel):
             else:
                 values[name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValidationError as exc:  # one line naming the setting and where it can be set
+            parts = []
+            for e in exc.errors()[:3]:
+                name = ".".join(str(x) for x in e["loc"])
+                parts.append(f"setting {name} (AVATAR_{name.upper()}, --config): {e['msg']}")
+            raise ValueError("; ".join(parts)) from None
