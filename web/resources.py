@@ -152,6 +152,7 @@ class SharedEngines:
         max_batch = self.settings.render_max_batch or (64 if self.device == "cuda" else 8)
         on_batch = (self.metrics.engine_batch.labels(engine="renderer").observe
                     if self.metrics is not None else None)
+        # the series exists from the start (at 0), so rate() and alerts see the first restart
         on_restart = (self.metrics.engine_restarts.labels(engine="renderer").inc
                       if self.metrics is not None else None)
         return BatchingWorker(workers[0], max_batch=max_batch, replicas=workers[1:], on_batch=on_batch,

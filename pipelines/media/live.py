@@ -64,9 +64,12 @@ class H264Encoder:
         c.time_base, c.framerate = self.time_base, Fraction(fps)
         # zerolatency: no lookahead, no B-frames, one frame in -> one packet out.
         # forced-idr: a requested keyframe is an IDR (a decoder can start there).
+        # The keyframe interval is the context's gop_size: libx264's wrapper has no "keyint"
+        # option, and unknown options are ignored silently (until 2026-12-02 the stream sent
+        # one keyframe at its start and then only on requests).
+        c.gop_size = max(1, round(gop_s * fps))
         c.options = {"preset": preset, "tune": "zerolatency", "profile": "baseline", "level": level,
-                     "crf": str(crf), "forced-idr": "1", "keyint": str(max(1, round(gop_s * fps))),
-                     "repeat-headers": "1"}
+                     "crf": str(crf), "forced-idr": "1", "repeat-headers": "1"}
         c.open()
 
     def encode(self, image: np.ndarray, fmt: str, pts: int, keyframe: bool = False) -> list[EncodedPacket]:
