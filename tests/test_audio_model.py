@@ -6,7 +6,6 @@ hash, the config that builds them and the figures the docs quote.
 The model's contract, mostly independent of its trained weights."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 

@@ -5,7 +5,6 @@ exact, frame-level figures are in tests/test_call_timeline.py (fake clock)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import aiohttp

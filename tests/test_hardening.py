@@ -20,24 +20,10 @@ from web.health import resident_mb
 from web.stream.protocol import SERVER_EVENTS, Error, Ready
 
 from callutil import CallClient, server_process
+from httputil import request as _req
 from wsutil import Server, running_server
 
 CALL = {"call_size": 256, "sizes": [256], "size": 256}
-
-
-async def _req(method: str, url: str, *, body: Any = None, ctype: str | None = "application/json",
-               **headers: str) -> tuple[int, dict[str, Any], dict[str, str]]:
-    hdrs = dict(headers)
-    if ctype is not None:
-        hdrs["Content-Type"] = ctype
-    data = json.dumps(body) if isinstance(body, dict) else body
-    async with aiohttp.ClientSession() as s, s.request(method, url, data=data, headers=hdrs) as r:
-        text = await r.text()
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            parsed = {"text": text}
-        return r.status, parsed, dict(r.headers)
 
 
 async def _call(server: Server) -> CallClient:

@@ -15,7 +15,6 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 from aiortc import RTCConfiguration, RTCPeerConnection
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -23,6 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from web.stream.protocol import SERVER_EVENTS, Error, Queued, Ready
 
 from callutil import CallClient
+from httputil import request as _req
 from wsutil import Server, running_server
 
 CALL = {"call_size": 256, "sizes": [256], "size": 256}
@@ -35,20 +35,6 @@ def _text(n: int) -> str:
     text = ("ab " * n)[: n - 1] + "x"
     assert len(text) == n and text == text.strip()
     return text
-
-
-async def _req(method: str, url: str, *, data: Any = None, ctype: str | None = None,
-               **headers: str) -> tuple[int, dict[str, Any], dict[str, str]]:
-    hdrs = dict(headers)
-    if ctype is not None:
-        hdrs["Content-Type"] = ctype
-    async with aiohttp.ClientSession() as s, s.request(method, url, data=data, headers=hdrs) as r:
-        text = await r.text()
-        try:
-            parsed = json.loads(text)
-        except ValueError:
-            parsed = {"text": text}
-        return r.status, parsed, dict(r.headers)
 
 
 async def _events(ws: ClientConnection, until: Any, timeout: float = 30.0) -> list[Any]:
@@ -177,7 +163,7 @@ def test_sdp_offer_of_exactly_max_sdp_bytes_is_read_and_one_byte_more_is_413() -
                     await asyncio.sleep(0.2)
                     yield body[3000:]
 
-                out[name] = await _req("POST", f"{server.http}/v1/calls", data=pieces() if chunked else body,
+                out[name] = await _req("POST", f"{server.http}/v1/calls", body=pieces() if chunked else body,
                                        ctype="application/sdp")
                 if out[name][0] == 201:
                     assert (await _req("DELETE", server.http + out[name][2]["Location"]))[0] == 200
@@ -203,7 +189,7 @@ def test_max_calls_are_answered_the_next_gets_503_with_retry_after_and_delete_ma
             first, second = (CallClient(server.http, wav=None, keep_video=False) for _ in range(2))
             out["first"], out["second"] = await first.start(), await second.start()
             pc, sdp = await _offer()
-            out["third"] = await _req("POST", f"{server.http}/v1/calls", data=sdp, ctype="application/sdp")
+            out["third"] = await _req("POST", f"{server.http}/v1/calls", body=sdp, ctype="application/sdp")
             out["delete"] = await first.close()
             again = CallClient(server.http, wav=None, keep_video=False)
             out["again"] = await again.start()

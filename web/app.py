@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +30,7 @@ from engines import configure_torch_threads
 from realtime import LoopLagMonitor, RuntimeMetrics
 
 from .calls.routes import CALLS, CallRegistry, add_call_routes
-from .health import add_health_routes, resident_mb
+from .health import add_health_routes
 from .openapi import openapi_document
 from .requests import ApiError
 from .resources import SharedEngines
