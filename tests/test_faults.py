@@ -84,6 +84,7 @@ def test_a_killed_renderer_process_is_restarted_and_the_call_goes_on() -> None:
             return out
 
     out = asyncio.run(scenario())
+    print(f"renderer restarted {out['restarted_after']:.1f} s after the kill; longest video gap {out['gap']:.2f} s")
     assert out["killed"] not in out["new_pids"] and all(p is not None for p in out["new_pids"]), out
     assert out["restarts"] == 2, out  # counted, for operators
     assert out["state"] == "connected" and out["gap"] < 1.0, out  # frames kept coming: repeats, no hole
