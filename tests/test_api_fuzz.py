@@ -76,7 +76,7 @@ def test_the_http_api_survives_schemathesis(tmp_path: Path) -> None:
             cmd = [str(Path(sys.executable).parent / "schemathesis"), "run", str(spec), "--url", server.http,
                    "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
                                "response_schema_conformance,negative_data_rejection",
-                   "--max-examples", "80", "--seed", "7", "--generation-database", "none",
+                   "--max-examples", "40", "--seed", "7", "--generation-database", "none",
                    "--phases", "examples,coverage,fuzzing", "--workers", "1", "--no-color",
                    "--request-timeout", "20", "--suppress-health-check", "all", "--mode", "all"]
             env = {**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
@@ -131,7 +131,7 @@ def test_the_stream_protocol_survives_hypothesis() -> None:
                 await ws.send(m)
             await ws.send(json.dumps({"type": "interrupt"}))
             try:
-                async with asyncio.timeout(1.0):
+                async with asyncio.timeout(0.3):  # what it answers comes at once; media is skipped
                     while True:
                         msg = await ws.recv()
                         if isinstance(msg, str):
@@ -144,7 +144,7 @@ def test_the_stream_protocol_survives_hypothesis() -> None:
             except ConnectionClosed:
                 assert ws.close_code in (1000, 1008, 1009), ws.close_code
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
     @given(st.lists(MESSAGES, min_size=1, max_size=6))
     def run(messages: list[str]) -> None:
         loop.run_until_complete(one(messages))

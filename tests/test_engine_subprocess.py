@@ -30,7 +30,8 @@ def test_frames_equal_the_threaded_engine_and_errors_are_survived() -> None:
             assert got[0].shape == (192, 128) and got[0].dtype == torch.uint8  # I420 of 128²
             with pytest.raises(RuntimeError, match="renderer-test"):
                 await child.run([{"params": torch.zeros(3)}])  # wrong size: the child says why
-            assert torch.equal((await child.run(params[:1]))[0], want[0])  # and goes on
+            # and goes on (against a batch of the same size: batch shape can move a pixel by one)
+            assert torch.equal((await child.run(params[:1]))[0], (await local.run(params[:1]))[0])
             proc = engine._proc
             assert proc is not None and proc.poll() is None
         finally:

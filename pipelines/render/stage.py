@@ -94,14 +94,13 @@ class Render(Stage):
         out = ctx.output()
         meter = ctx.meter(self)
         last: Any = None  # the last image emitted, repeated when the engine dies under a batch
-        lost = ctx.metrics.frames_dropped.labels(ctx.graph, f"{self.name}.engine", "engine_failed")
         while (item := await calls.get()) is not None:
             batch, task, marker = item
             if task is not None:
                 try:
                     images = [img.numpy() for img in await task]
-                except EngineDied as exc:
-                    lost.inc(len(batch))
+                except EngineDied as exc:  # (the series is made on the first loss: no empty child)
+                    ctx.metrics.frames_dropped.labels(ctx.graph, f"{self.name}.engine", "engine_failed").inc(len(batch))
                     ctx.event("engine_failed", stage=self.name, frames=len(batch), message=str(exc))
                     images = [last] * len(batch)
                 for f, img in zip(batch, images, strict=True):
