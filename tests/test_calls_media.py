@@ -165,19 +165,32 @@ def test_switching_an_agent_call_to_mirror_starts_mirroring_the_caller(tmp_path:
     the avatar's mouth follows the caller at once, none of its frames late."""
     wav = _speech_wav(tmp_path / "mic.wav", lead_s=0.3, repeat=3)
 
-    async def scenario() -> tuple[dict, dict]:
+    async def steps(http: str) -> dict[str, float]:
+        """Chunks each stage of the call took in (/metrics): the lip model's is `mirror`."""
+        async with aiohttp.ClientSession() as s, s.get(f"{http}/metrics") as r:
+            text = await r.text()
+        out = {}
+        for stage in ("vad", "mirror"):
+            line = f'avatar_stage_frames_in_total{{graph="live_call",stage="{stage}"}}'
+            out[stage] = sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(line))
+        return out
+
+    async def scenario() -> tuple[dict, dict, dict, dict]:
         async with server_process(**CALL) as http:
             client = CallClient(http, wav=str(wav), keep_video=False)  # agent mode
             assert await client.start() == 201
             await asyncio.sleep(2.5)
-            before = await client.stats()
+            before, steps_before = await client.stats(), await steps(http)
             assert (await client.post("mode", {"mode": "mirror"}))[0] == 200
             await asyncio.sleep(4.0)
-            after = await client.stats()
+            after, steps_after = await client.stats(), await steps(http)
             await client.close()
-            return before, after
+            return before, after, steps_before, steps_after
 
-    before, after = asyncio.run(scenario())
+    before, after, steps_before, steps_after = asyncio.run(scenario())
     assert before["mode"] == "agent" and before["mirrored_frames"] == 0, before
+    # the caller's voice was heard (the VAD took ~2 s of it) but the lip model took no step
+    assert steps_before["vad"] >= 50 and steps_before["mirror"] == 0, steps_before
+    assert steps_after["mirror"] >= 150, steps_after  # 20 ms chunks: most of the 4 s mirrored
     assert after["mode"] == "mirror" and after["mirrored_frames"] >= 75, after  # most of 4 s at 25 fps
     assert after["stale_frames"] <= 0.05 * after["mirrored_frames"], after
