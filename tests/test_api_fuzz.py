@@ -81,7 +81,8 @@ def test_the_http_api_survives_schemathesis(tmp_path: Path) -> None:
                    "--request-timeout", "20", "--suppress-health-check", "all", "--mode", "all"]
             env = {**os.environ, "SCHEMATHESIS_HOOKS": "schemathesis_hooks",
                    "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
-            proc = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=800, env=env)
+            proc = await asyncio.to_thread(subprocess.run, cmd, capture_output=True, text=True, timeout=800, env=env,
+                                         cwd=tmp_path)  # its cache and reports stay out of the checkout
             async with aiohttp.ClientSession() as s:
                 async with s.get(f"{server.http}/healthz") as r:
                     health = r.status
