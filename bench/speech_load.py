@@ -112,9 +112,18 @@ async def one(voice: str, n: int, trials: int, calls: int) -> dict[str, Any]:
         tasks = [asyncio.ensure_future(background(url, k, stop, outs[k])) for k in range(n)]
         if calls:
             tasks.append(asyncio.ensure_future(callers(server.http, calls, stop)))
+        async def underruns() -> float:
+            import aiohttp
+
+            async with aiohttp.ClientSession() as s, s.get(f"{server.http}/metrics") as r:
+                text = await r.text()
+            return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
+                       if ln.startswith("avatar_speech_underrun_frames_total"))
+
         with tqdm(total=trials, desc=f"{voice}, {n} streams" + (f", {calls} calls" if calls else ""),
                   file=sys.stderr) as bar:
             waits = await probe(url, trials, bar)
+        gaps = await underruns()
         stop.set()
         await asyncio.gather(*tasks)
     w = np.array(waits) * 1000
@@ -123,7 +132,8 @@ async def one(voice: str, n: int, trials: int, calls: int) -> dict[str, Any]:
                 "p50": round(float(np.nanmedian(w)), 1), "max": round(float(np.nanmax(w)), 1),
                 "all": [round(float(x), 1) for x in w]},
             "slope_min": round(min(o["slope"] for o in outs), 4) if outs else None,
-            "dropped_pct": round(100 * sum(o["dropped"] for o in outs) / max(1, frames), 3)}
+            "dropped_pct": round(100 * sum(o["dropped"] for o in outs) / max(1, frames), 3),
+            "underrun_pct": round(100 * gaps / max(1, frames), 3)}
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -165,7 +175,7 @@ def main() -> None:
             m = r["say_to_first_media_ms"]
             print(f"{voice:6s} {n} streams{f' + {a.calls} calls' if a.calls else ''}: say -> first media "
                   f"p50 {m['p50']:.0f} ms, max {m['max']:.0f} ms; slowest stream slope {r['slope_min']}, "
-                  f"dropped/late {r['dropped_pct']} %", flush=True)
+                  f"dropped/late {r['dropped_pct']} %, speech gaps {r['underrun_pct']} % of frames", flush=True)
     a.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     plot(results, a.out.with_suffix(".png"))
 

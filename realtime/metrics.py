@@ -45,6 +45,15 @@ class RuntimeMetrics:
             ["engine"], namespace=ns, registry=r, buckets=(1, 2, 3, 4, 6, 8, 16, 32, 64))
         self.engine_restarts = Counter("engine_restarts_total", "Engine replicas restarted after they died "
                                        "(a renderer process killed, ...)", ["engine"], namespace=ns, registry=r)
+        self.speech_lateness = Histogram(
+            "speech_lateness_seconds", "How long after its deadline (when its audio was needed) a "
+            "synthesis job finished; 0 when on time", ["backend"], namespace=ns, registry=r,
+            buckets=(0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0))
+        self.speech_underruns = Counter(
+            "speech_underrun_frames_total", "Frames of a streamed sentence played as silence because "
+            "its next piece of audio came too late", ["graph"], namespace=ns, registry=r)
+        self.speech_queue = Gauge("speech_queue_depth", "Synthesis jobs waiting, all sessions", ["backend"],
+                                  namespace=ns, registry=r)
         self.session_failures = Counter("session_failures_total", "Sessions ended by a failing stage",
                                         ["graph", "stage"], namespace=ns, registry=r)
 

@@ -17,6 +17,7 @@ import torch
 
 from engines import Engine, EngineWorker
 from engines.batcher import BatchingWorker
+from engines.scheduler import DeadlineScheduler
 from engines.process_stats import EngineProcessCollector
 from engines.subprocess_engine import SubprocessEngine
 from pipelines.media.live import CodecInfo, probe_codecs
@@ -38,6 +39,11 @@ log = logging.getLogger(__name__)
 TTS_NICE = 5  # the TTS threads' priority offset (pipelines/speech/pool.py): video first
 
 
+def _speech_job_kind(items: Sequence[Any]) -> str:
+    """A sentence's start (front pass + first words) or a continuation piece: their costs differ."""
+    return "more" if all(isinstance(item, MoreSpeech) for _, item in items) else "start"
+
+
 class Unavailable(ValueError):
     """A voice, avatar or size this server cannot offer (one line, for the client)."""
 
@@ -46,11 +52,16 @@ class VoiceWorker:
     """One voice of a pooled backend, with the interface stages use (`await run(items)`):
     its items go to the backend's one worker, tagged with the voice."""
 
-    def __init__(self, voice: str, pool: EngineWorker[Any, Any]) -> None:
+    takes_deadline = True
+
+    def __init__(self, voice: str, pool: DeadlineScheduler[Any, Any]) -> None:
         self.voice, self.pool = voice, pool
 
-    async def run(self, items: Sequence[TextSegment | MoreSpeech]) -> list[Utterance | SpeechPiece]:
-        return await self.pool.run([(self.voice, item) for item in items])
+    async def run(self, items: Sequence[TextSegment | MoreSpeech], *,
+                  deadline: float | None = None) -> list[Utterance | SpeechPiece]:
+        """`deadline`: when (time.monotonic) the audio is needed; the backend runs the
+        earliest first, across sessions (engines/scheduler.py). None: now."""
+        return await self.pool.run([(self.voice, item) for item in items], deadline=deadline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +79,7 @@ class SharedEngines:
             "cpu" if settings.device == "auto" else settings.device)
         # One engine and one thread per speech backend (piper, espeak), whatever voices are
         # asked for: a voice name costs nothing to keep (pipelines/speech/pool.py).
-        self._speech: dict[str, asyncio.Task[EngineWorker[Any, Any]]] = {}
+        self._speech: dict[str, asyncio.Task[DeadlineScheduler[Any, Any]]] = {}
         self._renderers: dict[tuple[str, int], asyncio.Task[BatchingWorker[Any, Any]]] = {}
         self._codecs: CodecInfo | None = None
         self._motion: asyncio.Future[EngineWorker[Any, Any]] | None = None
@@ -102,17 +113,29 @@ class SharedEngines:
     async def tts(self, name: str) -> VoiceWorker:
         return (await self.voice(name)).worker
 
-    async def _speech_backend(self, backend: str) -> EngineWorker[Any, Any]:
+    async def _speech_backend(self, backend: str) -> DeadlineScheduler[Any, Any]:
         task = self._speech.get(backend)
         if task is None or (task.done() and task.exception() is not None):
             task = self._speech[backend] = asyncio.ensure_future(self._load_speech(backend))
         return await asyncio.shield(task)
 
-    async def _load_speech(self, backend: str) -> EngineWorker[Any, Any]:
+    async def _load_speech(self, backend: str) -> DeadlineScheduler[Any, Any]:
         worker: EngineWorker[Any, Any] = EngineWorker(VoicePool(backend, nice=TTS_NICE))
         await worker.start()
         log.info("speech backend %s loaded (%d Hz)", backend, worker.engine.sample_rate)
-        return worker
+        m = self.metrics
+        return DeadlineScheduler(
+            worker, kind_of=_speech_job_kind,
+            on_late=m.speech_lateness.labels(backend=backend).observe if m is not None else None,
+            on_depth=m.speech_queue.labels(backend=backend).set if m is not None else None)
+
+    async def speech_backlog(self, voice: str) -> float:
+        """Seconds a new utterance's first words would wait for synthesis now (estimated)."""
+        backend, _ = await self.resolve_voice(voice)
+        task = self._speech.get(backend)
+        if task is None or not task.done() or task.exception() is not None:
+            return 0.0
+        return task.result().backlog()
 
     async def renderer(self, avatar: str, size: int) -> BatchingWorker[Any, Any]:
         """The renderer of (avatar, size), shared by every session: frames that queue up from

@@ -235,6 +235,7 @@ class LiveArticulate(Stage):
             samples = cur.audio[a0 - base:a1 - base]
             if a1 - base > cur.have and not cur.complete:
                 self.underrun_frames += 1
+                ctx.metrics.speech_underruns.labels(ctx.graph).inc()
             params[MOUTH] = cur.mouth[k - cur.start]
         stamp = ctx.stamp(k / self.fps)
         await ctx.output("audio").put(AudioFrame(pts=a0, time_base=self._atb, samples=samples,

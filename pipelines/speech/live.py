@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -205,22 +206,40 @@ class LiveSynthesize(Stage):
     A sentence the voice cannot speak, or whose synthesis fails for any other reason (the
     engine raised), is reported (`segment_failed`) and skipped: the session goes on. Results of an epoch that ended while synthesizing are discarded."""
 
-    def __init__(self, name: str, voices: VoiceResolver, *, budget_s: float = 1.0) -> None:
+    def __init__(self, name: str, voices: VoiceResolver, *, budget_s: float = 1.0, margin_s: float = 0.1) -> None:
         super().__init__(name, budget_s=budget_s)
         self.voices = voices
+        # Synthesis is asked for each piece `margin_s` before its audio is needed: the speech
+        # engine is shared by every session and runs the earliest deadline first.
+        self.margin_s = margin_s
 
     async def run(self, ctx: StageContext) -> None:
         meter = ctx.meter(self)
+        # When the audio handed on so far will have been played (an estimate: it plays in real
+        # time from when it is handed on, or after what is already queued): the deadline of the
+        # next piece. Idle, the next sentence is needed now.
+        played_out = -math.inf
+        epoch = ctx.epoch()
+
+        def deadline() -> float:
+            return max(ctx.clock.now(), played_out - self.margin_s)
+
+        def handed(samples: int, rate: int) -> None:
+            nonlocal played_out
+            played_out = max(played_out, ctx.clock.now()) + samples / rate
+
         async for seg in ctx.input():
             if not isinstance(seg, LiveSegment) or seg.epoch < ctx.epoch():
                 continue
+            if seg.epoch != epoch:  # interrupted: nothing queued plays any more
+                epoch, played_out = seg.epoch, -math.inf
             meter.frames_in()
             utt, error, worker = None, None, None
             if any(ch.isalnum() for ch in seg.text):
                 t0 = ctx.clock.now()
                 try:
                     worker = await self.voices(seg.voice)
-                    [utt] = await worker.run([seg])
+                    [utt] = await _run(worker, [seg], deadline())
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - bad text or a failing voice: this sentence only
@@ -237,11 +256,13 @@ class LiveSynthesize(Stage):
                           timing=utt.timing, duration=utt.duration_ms / 1000)
             await ctx.output().put(SpokenSegment(seg, utt, error))
             meter.frames_out()
+            if utt is not None:
+                handed(len(utt.audio), utt.sample_rate)
             rest = utt.rest if utt is not None else None
             while rest is not None and worker is not None and seg.epoch >= ctx.epoch():
                 t0 = ctx.clock.now()
                 try:
-                    [piece] = await worker.run([MoreSpeech(rest)])
+                    [piece] = await _run(worker, [MoreSpeech(rest)], deadline())
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - the rest of this sentence is lost, not the session
@@ -255,8 +276,18 @@ class LiveSynthesize(Stage):
                 if seg.epoch < ctx.epoch():
                     break
                 await ctx.output().put(SpokenAudio(seg, piece.audio, piece.done))
+                if utt is not None:
+                    handed(len(piece.audio), utt.sample_rate)
                 if piece.done:
                     break
+
+
+async def _run(worker: Any, items: list[Any], deadline: float) -> list[Any]:
+    """A shared speech engine takes a deadline (web/resources.py VoiceWorker); a plain engine
+    worker does not need one."""
+    if getattr(worker, "takes_deadline", False):
+        return await worker.run(items, deadline=deadline)
+    return await worker.run(items)
 
 
 __all__ = ["LiveSegment", "LiveSynthesize", "LiveText", "SpokenAudio", "SpokenSegment", "VoiceResolver", "complete_prefix"]
