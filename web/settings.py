@@ -95,6 +95,12 @@ class ServerSettings(BaseModel):
     gil_switch_interval_s: float = Field(0.0005, gt=0, description=(
         "how soon a thread waiting for the GIL gets it (Python's default 0.005 starves engine threads)"))
     preload: bool = Field(True, description="load the default voice and renderer at start")
+    # Speech admission (the voices every session shares; engines/scheduler.py)
+    speech_wait_notice_s: float = Field(0.5, ge=0, description=(
+        "a new utterance whose first words would wait longer than this for synthesis is accepted "
+        "with the expected wait (`expected_wait_s` in `queued`, the 202 body, the data channel)"))
+    speech_max_wait_s: float = Field(10.0, gt=0, description=(
+        "beyond this expected wait a new utterance is refused (error `busy`, HTTP 503 + Retry-After)"))
     # Stopping (SIGTERM, SIGINT)
     shutdown_grace_s: float = Field(10.0, ge=0, description=(
         "on SIGTERM/SIGINT: streams get 1001, calls an `ended` event and a DTLS close, and the "

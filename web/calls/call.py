@@ -81,6 +81,7 @@ class Call:
         self.speaking = False
         self.barge_ins: list[float] = []  # seconds from the caller's onset to the avatar silenced
         self.queued: dict[str, None] = {}  # utterances queued or speaking (bounded: max_queued_utterances)
+        self.last_wait: float | None = None  # expected synthesis wait of the last say, when busy
         self._bucket = TokenBucket(settings.messages_per_second, settings.message_burst, time.monotonic)
 
     # -- setup ------------------------------------------------------------------------------
@@ -226,7 +227,10 @@ class Call:
             msg = Control.model_validate({"msg": json.loads(message)}).msg
             if isinstance(msg, Say):
                 uid = await self.say(msg.text, msg.voice, msg.id)
-                self._send(channel, {"type": "event", "kind": "queued", "utterance_id": uid})
+                event = {"type": "event", "kind": "queued", "utterance_id": uid}
+                if self.last_wait is not None:
+                    event["expected_wait_s"] = self.last_wait
+                self._send(channel, event)
             elif isinstance(msg, Interrupt):
                 self.interrupt("client")
             elif isinstance(msg, SetMode):
@@ -264,11 +268,16 @@ class Call:
         if len(self.queued) >= limit:
             raise ApiError(429, "queue_full", f"{len(self.queued)} utterances are already queued (limit {limit}); "
                                               "wait for one to finish", **{"Retry-After": "1"})
+        wait = await self.engines.speech_backlog(voice or self.settings.voice)
+        if wait > self.settings.speech_max_wait_s:
+            raise ApiError(503, "busy", f"the speech engine is overloaded ({wait:.1f} s of synthesis queued)",
+                           **{"Retry-After": str(max(1, round(wait)))})
         if self.live is None or self._closing:
             raise ApiError(409, "not_running", "the call is not running")
         uid = utterance_id or uuid.uuid4().hex[:8]
         self.queued[uid] = None
         self.live.text.say(uid, text, voice)
+        self.last_wait = round(wait, 3) if wait > self.settings.speech_wait_notice_s else None
         return uid
 
     def interrupt(self, by: str = "client") -> None:

@@ -67,6 +67,8 @@ class CallStats(BaseModel):
 
 class Accepted(BaseModel):
     utterance_id: str
+    expected_wait_s: float | None = Field(None, description=(
+        "only when the speech engine is busy: estimated seconds before its first words are synthesized"))
 
 
 class Control(BaseModel):

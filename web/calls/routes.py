@@ -109,7 +109,8 @@ async def say(request: web.Request) -> web.StreamResponse:
     call = _call(request)
     msg = await json_body(request, Say, limit=MAX_JSON_BODY_BYTES)
     uid = await call.say(msg.text, msg.voice, msg.id)
-    return web.json_response(Accepted(utterance_id=uid).model_dump(), status=202)
+    return web.json_response(Accepted(utterance_id=uid, expected_wait_s=call.last_wait).model_dump(exclude_none=True),
+                             status=202)
 
 
 async def interrupt(request: web.Request) -> web.StreamResponse:

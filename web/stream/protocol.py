@@ -42,6 +42,7 @@ class ErrorCode(str, enum.Enum):
     ALREADY_STARTED = "already_started"  # `config` after the stream started
     UNAVAILABLE = "unavailable"  # unknown voice or avatar, unsupported size, ...
     SYNTHESIS_FAILED = "synthesis_failed"  # one sentence could not be spoken (skipped)
+    BUSY = "busy"  # the speech engine is overloaded: the expected wait is over `speech_max_wait_s`
     SESSION_FAILED = "session_failed"  # fatal: the media session ended (close 1011 follows)
 
 
@@ -154,6 +155,9 @@ class Queued(_Msg):
     type: Literal["queued"] = "queued"
     id: str
     position: int = Field(description="utterances ahead of this one, the speaking one included")
+    expected_wait_s: float | None = Field(None, description=(
+        "only when the server's speech engine is busy: estimated seconds before this utterance's "
+        "first words are synthesized"))
 
 
 class Started(_Msg):

@@ -215,6 +215,19 @@ class StreamConnection:
             return False
         return True
 
+    async def _speech_wait(self, voice: str | None, ident: str) -> float | None | bool:
+        """Admission: the expected wait for synthesis (None when short), or False when it is
+        over `speech_max_wait_s` (an error `busy` was sent)."""
+        try:
+            wait = await self.engines.speech_backlog(voice or self._live.text.default_voice)
+        except Unavailable:
+            return None
+        if wait > self.settings.speech_max_wait_s:
+            self._error(ErrorCode.BUSY, f"the speech engine is overloaded ({wait:.1f} s of synthesis queued); "
+                                        "try again shortly", ident=ident)
+            return False
+        return round(wait, 3) if wait > self.settings.speech_wait_notice_s else None
+
     def _new_utterance(self, ident: str | None, text: str) -> str | None:
         """Checks that apply to a new utterance; its id, or None (an error was sent)."""
         if len(text) > self.settings.max_text_chars:
@@ -240,9 +253,12 @@ class StreamConnection:
         ident = self._new_utterance(msg.id, msg.text)
         if ident is None:
             return
+        wait = await self._speech_wait(msg.voice, ident)
+        if wait is False:
+            return
         self.utterances[ident] = self.media.session.epoch  # type: ignore[union-attr]
         self._live.text.say(ident, msg.text, msg.voice)
-        self._event(Queued(id=ident, position=len(self.utterances) - 1))
+        self._event(Queued(id=ident, position=len(self.utterances) - 1, expected_wait_s=wait))
 
     async def _append(self, msg: Append) -> None:
         text = self._live.text
@@ -260,9 +276,12 @@ class StreamConnection:
         ident = self._new_utterance(msg.id, msg.text)
         if ident is None:
             return
+        wait = await self._speech_wait(msg.voice, ident)
+        if wait is False:
+            return
         self.utterances[ident] = self.media.session.epoch  # type: ignore[union-attr]
         text.append(ident, msg.text, msg.voice)
-        self._event(Queued(id=ident, position=len(self.utterances) - 1))
+        self._event(Queued(id=ident, position=len(self.utterances) - 1, expected_wait_s=wait))
 
     def _interrupt(self) -> None:
         media = self.media
