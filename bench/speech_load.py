@@ -8,8 +8,12 @@ the probe, says a one-sentence text `--trials` times (a random pause of 0.5-1.5 
 `done`) and times `say` -> the first media packet of that utterance (audio or video, whichever
 covers its `started` time first). Also per background stream: media seconds per wall second
 (the slope; >= 0.99 keeps real time) and video frames dropped or late (the server's `stats`).
-`--calls K` also runs K WebRTC calls at 512² that speak all the time (bench/call_latency.py's
-callers). Output: a table, `bench/out/speech_load.json`, and a plot `bench/out/speech_load.png`.
+`--calls K` also runs K WebRTC calls at 512² that speak all the time (a say every 4 s, so
+each has speech queued). `--probe call` makes the probe one more WebRTC call (512², agent
+mode) instead of a stream, and times `POST /say` -> the first audible audio frame its caller
+receives (aiortc's receiver: RTP, Opus decode and jitter buffer included), so `--streams 0
+--calls 3 --probe call` is four calls all speaking. Output: a table,
+`bench/out/speech_load.json`, and a plot `bench/out/speech_load.png`.
 """
 from __future__ import annotations
 
@@ -49,9 +53,14 @@ async def background(url: str, k: int, stop: asyncio.Event, out: dict[str, Any])
                 video.append(item)
             elif isinstance(item, Stats):
                 stats.append(item)
-            elif isinstance(item, Done):
+            elif isinstance(item, Done) or (isinstance(item, Error) and item.code.value == "busy"):
                 if stop.is_set():
                     break
+                if isinstance(item, Error):  # the server is full: ask again a second later
+                    out["refused"] = out.get("refused", 0) + 1
+                    await asyncio.sleep(1.0)
+                else:
+                    out["spoken"] = out.get("spoken", 0) + 1
                 i += 1
                 await c.say(SENTENCES[(k + i) % len(SENTENCES)], id=f"b{k}-{i}")
             elif isinstance(item, Error) and item.fatal:
@@ -64,14 +73,18 @@ async def background(url: str, k: int, stop: asyncio.Event, out: dict[str, Any])
         out["utterances"] = i + 1
 
 
-async def probe(url: str, trials: int, bar: Any) -> list[float]:
+async def probe(url: str, trials: int, bar: Any, refused: list[int]) -> list[float]:
+    """`trials` accepted says timed; a `busy` refusal is counted (in `refused`) and asked again."""
     waits: list[float] = []
     async with await StreamClient.connect(url, config=Config(size=256)) as c:
         await asyncio.sleep(3.0)  # the background streams are talking by now
-        for t in range(trials):
-            ident, started, sent = f"p{t}", None, time.monotonic()
+        attempt = 0
+        while len(waits) < trials:
+            attempt += 1
+            ident, started, sent = f"p{attempt}", None, time.monotonic()
             await c.say(PROBE, id=ident)
             got = None
+            busy = False
             async for item in c:
                 if isinstance(item, Started) and item.id == ident:
                     started = item.media_time
@@ -79,11 +92,58 @@ async def probe(url: str, trials: int, bar: Any) -> list[float]:
                     got = item.received - sent
                 elif isinstance(item, Done) and item.id == ident:
                     break
+                elif isinstance(item, Error) and item.id == ident and item.code.value == "busy":
+                    busy = True
+                    break
                 elif isinstance(item, Error) and (item.fatal or item.id == ident):
                     raise RuntimeError(item)
+            if busy:
+                refused[0] += 1
+            else:
+                waits.append(got if got is not None else float("nan"))
+                bar.update(1)
+            await asyncio.sleep(random.uniform(0.5, 1.5))
+    return waits
+
+
+async def call_probe(http: str, trials: int, bar: Any, refused: list[int]) -> list[float]:
+    """`POST say` -> the first audible audio frame the caller receives, per accepted trial
+    (a 503 `busy` is counted in `refused` and asked again)."""
+    c = CallClient(http, keep_video=False)
+    assert await c.start() == 201
+    waits: list[float] = []
+    try:
+        await asyncio.sleep(3.0)  # connected, and the other callers are talking by now
+        attempt = 0
+        while len(waits) < trials:
+            attempt += 1
+            ident, seen = f"p{attempt}", len(c.got.audio)
+            sent = time.monotonic()
+            status, _ = await c.post("say", {"text": PROBE, "id": ident})
+            if status == 503:
+                refused[0] += 1
+                await asyncio.sleep(1.0)
+                continue
+            if status != 202:
+                raise RuntimeError(f"say refused: {status}")
+            got = None
+            async with asyncio.timeout(30):
+                while True:
+                    await asyncio.sleep(0.005)
+                    if got is None:
+                        for arrival, mono, _rate in c.got.audio[seen:]:
+                            if arrival >= sent and float(np.abs(mono).max(initial=0.0)) > 0.01:
+                                got = arrival - sent
+                                break
+                        seen = len(c.got.audio)
+                    if any(e.get("kind") == "utterance_done" and e.get("utterance_id") == ident
+                           for e in c.got.events):
+                        break
             waits.append(got if got is not None else float("nan"))
             bar.update(1)
             await asyncio.sleep(random.uniform(0.5, 1.5))
+    finally:
+        await c.close()
     return waits
 
 
@@ -102,9 +162,9 @@ async def callers(http: str, n: int, stop: asyncio.Event) -> None:
         await c.close()
 
 
-async def one(voice: str, n: int, trials: int, calls: int) -> dict[str, Any]:
+async def one(voice: str, n: int, trials: int, calls: int, probe_kind: str = "stream") -> dict[str, Any]:
     settings = {"voice": voice, "sizes": [256, 512], "size": 256, "call_size": 512, "max_connections": 32,
-                "max_calls": max(4, calls)}
+                "max_calls": max(4, calls + (probe_kind == "call"))}
     async with started_server(**settings) as server:
         url = server.http.replace("http", "ws") + "/v1/stream"
         stop = asyncio.Event()
@@ -120,19 +180,26 @@ async def one(voice: str, n: int, trials: int, calls: int) -> dict[str, Any]:
             return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines()
                        if ln.startswith("avatar_speech_underrun_frames_total"))
 
-        with tqdm(total=trials, desc=f"{voice}, {n} streams" + (f", {calls} calls" if calls else ""),
-                  file=sys.stderr) as bar:
-            waits = await probe(url, trials, bar)
+        if calls:
+            await asyncio.sleep(2.0)  # the callers are connected before the probe counts
+        with tqdm(total=trials, desc=f"{voice}, {n} streams" + (f", {calls} calls" if calls else "")
+                  + f", {probe_kind} probe", file=sys.stderr) as bar:
+            refused = [0]
+            waits = await (call_probe(server.http, trials, bar, refused) if probe_kind == "call"
+                           else probe(url, trials, bar, refused))
         gaps = await underruns()
         stop.set()
         await asyncio.gather(*tasks)
     w = np.array(waits) * 1000
     frames = sum(o["frames"] for o in outs)
-    return {"voice": voice, "streams": n, "calls": calls, "say_to_first_media_ms": {
+    return {"voice": voice, "streams": n, "calls": calls, "probe": probe_kind, "say_to_first_media_ms": {
                 "p50": round(float(np.nanmedian(w)), 1), "max": round(float(np.nanmax(w)), 1),
                 "all": [round(float(x), 1) for x in w]},
             "slope_min": round(min(o["slope"] for o in outs), 4) if outs else None,
             "dropped_pct": round(100 * sum(o["dropped"] for o in outs) / max(1, frames), 3),
+            "probe_refused": refused[0],
+            "background_refused_pct": round(100 * sum(o.get("refused", 0) for o in outs) / max(
+                1, sum(o.get("refused", 0) + o.get("spoken", 0) for o in outs)), 1),
             "underrun_pct": round(100 * gaps / max(1, frames), 3)}
 
 
@@ -164,18 +231,21 @@ def main() -> None:
     p.add_argument("--streams", type=int, nargs="+", default=[1, 3, 5, 7])
     p.add_argument("--trials", type=int, default=20)
     p.add_argument("--calls", type=int, default=0)
+    p.add_argument("--probe", choices=["stream", "call"], default="stream")
     p.add_argument("--out", type=Path, default=Path("bench/out/speech_load"))
     a = p.parse_args()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     results = []
     for voice in a.voice:
         for n in a.streams:
-            r = asyncio.run(one(voice, n, a.trials, a.calls))
+            r = asyncio.run(one(voice, n, a.trials, a.calls, a.probe))
             results.append(r)
             m = r["say_to_first_media_ms"]
-            print(f"{voice:6s} {n} streams{f' + {a.calls} calls' if a.calls else ''}: say -> first media "
+            print(f"{voice:6s} {n} streams{f' + {a.calls} calls' if a.calls else ''}, {a.probe} probe: "
+                  f"say -> first {'audio' if a.probe == 'call' else 'media'} "
                   f"p50 {m['p50']:.0f} ms, max {m['max']:.0f} ms; slowest stream slope {r['slope_min']}, "
-                  f"dropped/late {r['dropped_pct']} %, speech gaps {r['underrun_pct']} % of frames", flush=True)
+                  f"dropped/late {r['dropped_pct']} %, speech gaps {r['underrun_pct']} % of frames; refused: "
+                  f"probe {r['probe_refused']}, background {r['background_refused_pct']} % of says", flush=True)
     a.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     plot(results, a.out.with_suffix(".png"))
 

@@ -96,3 +96,45 @@ def test_the_backlog_counts_the_job_in_flight_and_the_queued_jobs_due_before() -
     # in flight (0.2, just started) + star-b (0.05); then more-a (0.2); then more-c (0.2)
     assert now == pytest.approx(0.25, abs=0.02) and in_5s == pytest.approx(0.45, abs=0.02)
     assert in_20s == pytest.approx(0.65, abs=0.02)
+
+
+def test_a_start_lane_speaks_first_words_while_the_general_lane_is_busy() -> None:
+    """The piper backend's second engine takes only sentence starts: a reply's first words do
+    not wait behind another session's long piece, and when that lane is busy the general one
+    takes starts too."""
+    async def scenario() -> tuple[list[str], list[str], list[str], float, float]:
+        general, starts = Gated(), Gated()
+        w1: EngineWorker[str, str] = EngineWorker(general)
+        w2: EngineWorker[str, str] = EngineWorker(starts)
+        await asyncio.gather(w1.start(), w2.start())
+        clock = [100.0]
+        sched: DeadlineScheduler[str, str] = DeadlineScheduler(
+            w1, lanes=[(w2, {"star"})], clock=lambda: clock[0], kind_of=lambda items: items[0][:4])
+        starts.gate.set()
+        sched._cost = {"more": 0.3, "star": 0.05}
+        busy = asyncio.ensure_future(sched.run(["more-long"], deadline=0.0))
+        await asyncio.to_thread(general.started.wait, 5)  # the general lane is inside a long piece
+        queued = asyncio.ensure_future(sched.run(["more-next"], deadline=100.5))
+        first = await asyncio.wait_for(sched.run(["star-reply"], deadline=100.0), 5)  # not held up
+        early = list(general.ran)
+        start_wait, more_wait = sched.backlog(100.0, kind="star"), sched.backlog(101.0, kind="more")
+        # now the start lane is blocked and the general one free: a start goes to the general lane
+        starts.gate.clear()
+        starts.started.clear()
+        general.gate.set()
+        await asyncio.gather(busy, queued)
+        blocker = asyncio.ensure_future(sched.run(["star-blocker"], deadline=100.0))
+        await asyncio.to_thread(starts.started.wait, 5)
+        second = await asyncio.wait_for(sched.run(["star-other"], deadline=100.0), 5)
+        starts.gate.set()
+        await blocker
+        await sched.close()
+        assert first == ["STAR-REPLY"] and second == ["STAR-OTHER"]
+        return early, general.ran, starts.ran, start_wait, more_wait
+
+    early, general_ran, start_ran, start_wait, more_wait = asyncio.run(scenario())
+    assert early == [], early  # the reply came while the long piece was still running
+    assert start_ran == ["star-reply", "star-blocker"], start_ran
+    assert general_ran == ["more-long", "more-next", "star-other"], general_ran
+    # a start waits for nothing on its own lane; a piece waits for the one in flight and the queued one
+    assert start_wait == pytest.approx(0.0, abs=0.01) and more_wait == pytest.approx(0.6, abs=0.02)

@@ -251,3 +251,32 @@ def test_a_late_piece_leaves_a_gap_not_a_shift() -> None:
     spoken = audio[s0:s0 + RATE]
     assert np.abs(spoken[: int(0.12 * RATE)]).max() > 0.4  # the first words play
     assert (np.abs(spoken) < 1e-9).sum() > 0.1 * RATE  # then silence where pieces came late
+
+
+def test_a_piece_too_late_to_be_heard_is_not_waited_for() -> None:
+    """A sentence whose continuation never comes in time (an overloaded speech engine) ends on
+    schedule, and the session's next utterance starts when it is said — not after synthesis
+    nobody would hear any more (it used to wait for it, seconds under load)."""
+    async def scenario() -> list[Event]:
+        clock = FakeClock(0.0)
+        g, text, sink = build(StreamingTTS(clock, delay=3.0))  # each piece 3 s late: never in time
+        events: list[Event] = []
+        session = Session(g, clock=clock, paced=True, on_event=events.append)
+        task = asyncio.create_task(session.run())
+        await clock.advance(0.5)
+        text.say("u", "one two three four five")  # 1 s of speech, all but 0.12 s of it late
+        await clock.advance(1.5)
+        text.say("v", "six seven")  # said at 2.0 s: u ended at ~1.6 s
+        await clock.advance(4.0)
+        text.end()
+        await clock.run_until(task, step=0.01, limit=5)
+        await task
+        return events
+
+    events = asyncio.run(scenario())
+    started = {e.data["utterance_id"]: e.data["media_time"] for e in events if e.kind == "utterance_started"}
+    assert set(started) == {"u", "v"}, events
+    # v starts as soon after it is said as u did (0.1 s here), not when u's piece comes (3.6 s)
+    assert started["v"] - 2.0 == pytest.approx(started["u"] - 0.5, abs=0.05), started
+    abandoned = [e for e in events if e.kind == "segment_abandoned"]
+    assert abandoned and abandoned[0].data["utterance_id"] == "u", abandoned

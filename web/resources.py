@@ -40,8 +40,9 @@ TTS_NICE = 5  # the TTS threads' priority offset (pipelines/speech/pool.py): vid
 
 
 def _speech_job_kind(items: Sequence[Any]) -> str:
-    """A sentence's start (front pass + first words) or a continuation piece: their costs differ."""
-    return "more" if all(isinstance(item, MoreSpeech) for _, item in items) else "start"
+    """A sentence's start (front pass + first words, and the piece right after them, due 0.27 s
+    later) or a continuation piece (seconds of slack): they go to different engines."""
+    return "more" if all(isinstance(item, MoreSpeech) and not item.first for _, item in items) else "start"
 
 
 class Unavailable(ValueError):
@@ -62,6 +63,14 @@ class VoiceWorker:
         """`deadline`: when (time.monotonic) the audio is needed; the backend runs the
         earliest first, across sessions (engines/scheduler.py). None: now."""
         return await self.pool.run([(self.voice, item) for item in items], deadline=deadline)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    wait_s: float  # estimated wait of a new utterance's first words
+    lag_s: float  # how far behind the continuation work is (due, not yet synthesized)
+    refusal: str | None = None  # why it is refused (error `busy`, HTTP 503), or None
+    notice_s: float | None = None  # the wait to report (over speech_wait_notice_s), or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,22 +129,46 @@ class SharedEngines:
         return await asyncio.shield(task)
 
     async def _load_speech(self, backend: str) -> DeadlineScheduler[Any, Any]:
-        worker: EngineWorker[Any, Any] = EngineWorker(VoicePool(backend, nice=TTS_NICE))
-        await worker.start()
-        log.info("speech backend %s loaded (%d Hz)", backend, worker.engine.sample_rate)
+        # continuation pieces are throughput work (one inference thread: the least CPU a frame)
+        worker: EngineWorker[Any, Any] = EngineWorker(VoicePool(backend, nice=TTS_NICE, threads=1))
+        lanes: list[tuple[EngineWorker[Any, Any], set[str]]] = []
+        if backend == "piper":
+            # A second piper engine, at normal priority, that only starts sentences: a reply's
+            # first words never wait behind other sessions' continuation pieces, however many
+            # talk (espeak-ng is one process-wide library, and fast: one lane).
+            lanes.append((EngineWorker(VoicePool(backend, nice=0, name_suffix="-start")), {"start"}))
+        try:
+            await asyncio.gather(worker.start(), *(w.start() for w, _ in lanes))
+        except BaseException:
+            await asyncio.gather(worker.close(), *(w.close() for w, _ in lanes), return_exceptions=True)
+            raise
+        log.info("speech backend %s loaded (%d Hz, %d lanes)", backend, worker.engine.sample_rate, 1 + len(lanes))
         m = self.metrics
         return DeadlineScheduler(
-            worker, kind_of=_speech_job_kind,
+            worker, lanes=lanes, kind_of=_speech_job_kind,
             on_late=m.speech_lateness.labels(backend=backend).observe if m is not None else None,
             on_depth=m.speech_queue.labels(backend=backend).set if m is not None else None)
 
-    async def speech_backlog(self, voice: str) -> float:
-        """Seconds a new utterance's first words would wait for synthesis now (estimated)."""
+    async def speech_admission(self, voice: str) -> Admission:
+        """May a new utterance of `voice` be queued now, and how long will its first words wait?
+        Refused when they would wait over `speech_max_wait_s`, or when the continuation work
+        every session shares is over `speech_max_lag_s` behind (pieces already due and not yet
+        synthesized): demand is over capacity, and one more talker would only add gaps to
+        everybody's speech. Raises Unavailable for an unknown voice."""
         backend, _ = await self.resolve_voice(voice)
         task = self._speech.get(backend)
         if task is None or not task.done() or task.exception() is not None:
-            return 0.0
-        return task.result().backlog()
+            return Admission(0.0, 0.0)
+        scheduler = task.result()
+        s = self.settings
+        wait, lag = scheduler.backlog(kind="start"), scheduler.backlog(kind="more")
+        refusal = None
+        if wait > s.speech_max_wait_s:
+            refusal = f"the speech engine is overloaded (first words would wait {wait:.1f} s); try again shortly"
+        elif lag > s.speech_max_lag_s:
+            refusal = (f"the speech engine is {lag:.1f} s behind on the speech it is already giving; "
+                       "try again shortly")
+        return Admission(wait, lag, refusal, round(wait, 3) if wait > s.speech_wait_notice_s else None)
 
     async def renderer(self, avatar: str, size: int) -> BatchingWorker[Any, Any]:
         """The renderer of (avatar, size), shared by every session: frames that queue up from

@@ -101,6 +101,9 @@ class ServerSettings(BaseModel):
         "with the expected wait (`expected_wait_s` in `queued`, the 202 body, the data channel)"))
     speech_max_wait_s: float = Field(10.0, gt=0, description=(
         "beyond this expected wait a new utterance is refused (error `busy`, HTTP 503 + Retry-After)"))
+    speech_max_lag_s: float = Field(3.0, gt=0, description=(
+        "when the speech already being given is this far behind (synthesis due and not done: gaps), "
+        "new utterances are refused (`busy`) until it catches up"))
     # Stopping (SIGTERM, SIGINT)
     shutdown_grace_s: float = Field(10.0, ge=0, description=(
         "on SIGTERM/SIGINT: streams get 1001, calls an `ended` event and a DTLS close, and the "

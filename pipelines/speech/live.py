@@ -215,31 +215,30 @@ class LiveSynthesize(Stage):
 
     async def run(self, ctx: StageContext) -> None:
         meter = ctx.meter(self)
-        # When the audio handed on so far will have been played (an estimate: it plays in real
-        # time from when it is handed on, or after what is already queued): the deadline of the
-        # next piece. Idle, the next sentence is needed now.
-        played_out = -math.inf
+        # Where the sentences handed on sit on the clock (an estimate: the articulator starts a
+        # sentence at its next frame, or when the one before it ends, and plays it to its end
+        # on time whether its audio pieces came or not). `free_at`: when the last one handed on
+        # ends; idle (-inf), the next sentence is needed now. A piece is due when the audio
+        # handed on before it runs out; a piece that cannot arrive before its sentence ends
+        # would never be heard: paced, it is not waited for (its synthesis is abandoned).
+        free_at = -math.inf
         epoch = ctx.epoch()
 
-        def deadline() -> float:
+        def due(played_out: float) -> float:
             return max(ctx.clock.now(), played_out - self.margin_s)
-
-        def handed(samples: int, rate: int) -> None:
-            nonlocal played_out
-            played_out = max(played_out, ctx.clock.now()) + samples / rate
 
         async for seg in ctx.input():
             if not isinstance(seg, LiveSegment) or seg.epoch < ctx.epoch():
                 continue
             if seg.epoch != epoch:  # interrupted: nothing queued plays any more
-                epoch, played_out = seg.epoch, -math.inf
+                epoch, free_at = seg.epoch, -math.inf
             meter.frames_in()
             utt, error, worker = None, None, None
             if any(ch.isalnum() for ch in seg.text):
                 t0 = ctx.clock.now()
                 try:
                     worker = await self.voices(seg.voice)
-                    [utt] = await _run(worker, [seg], deadline())
+                    [utt] = await _run(worker, [seg], due(free_at))
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - bad text or a failing voice: this sentence only
@@ -256,15 +255,25 @@ class LiveSynthesize(Stage):
                           timing=utt.timing, duration=utt.duration_ms / 1000)
             await ctx.output().put(SpokenSegment(seg, utt, error))
             meter.frames_out()
-            if utt is not None:
-                handed(len(utt.audio), utt.sample_rate)
-            rest = utt.rest if utt is not None else None
+            if utt is None or len(utt.audio) == 0:
+                continue
+            rate = utt.sample_rate
+            start = max(ctx.clock.now(), free_at)
+            free_at = end = start + utt.total_samples / rate
+            handed = len(utt.audio)
+            rest = utt.rest
             while rest is not None and worker is not None and seg.epoch >= ctx.epoch():
                 t0 = ctx.clock.now()
+                job = _run(worker, [MoreSpeech(rest, first=handed == len(utt.audio))], due(start + handed / rate))
                 try:
-                    [piece] = await _run(worker, [MoreSpeech(rest)], deadline())
+                    [piece] = await (_before(ctx, job, end) if ctx.paced else job)
                 except asyncio.CancelledError:
                     raise
+                except TimeoutError:  # its sentence has ended on screen: nobody would hear it
+                    meter.work(ctx.clock.now() - t0)
+                    ctx.event("segment_abandoned", utterance_id=seg.utterance_id, index=seg.index,
+                              epoch=seg.epoch, lost_s=max(0.0, utt.total_samples - handed) / rate)
+                    break
                 except Exception as exc:  # noqa: BLE001 - the rest of this sentence is lost, not the session
                     message = " ".join(str(exc).split())[:300] or type(exc).__name__
                     log.warning("synthesis failed mid-sentence (%s): %s", seg.voice, message)
@@ -276,10 +285,26 @@ class LiveSynthesize(Stage):
                 if seg.epoch < ctx.epoch():
                     break
                 await ctx.output().put(SpokenAudio(seg, piece.audio, piece.done))
-                if utt is not None:
-                    handed(len(piece.audio), utt.sample_rate)
+                handed += len(piece.audio)
                 if piece.done:
                     break
+
+
+async def _before(ctx: StageContext, job: Any, when: float) -> Any:
+    """`job`'s result if it comes before `when` on the session's clock; else it is cancelled
+    (a queued synthesis job is then skipped) and TimeoutError raised."""
+    task = asyncio.ensure_future(job)
+    timer = asyncio.ensure_future(ctx.clock.sleep_until(when))
+    try:
+        await asyncio.wait({task, timer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        timer.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        raise TimeoutError
+    return task.result()
 
 
 async def _run(worker: Any, items: list[Any], deadline: float) -> list[Any]:

@@ -45,11 +45,12 @@ class VoicePool(Engine[tuple[str, TextSegment | MoreSpeech], Utterance | SpeechP
     when it loads (video frames are due every 40 ms, speech only when its sentence is ready);
     the inference library's threads, created from it, inherit it."""
 
-    def __init__(self, backend: str, *, capacity: int = 16, nice: int = 0) -> None:
+    def __init__(self, backend: str, *, capacity: int = 16, nice: int = 0, threads: int = 0,
+                 name_suffix: str = "") -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown speech backend {backend!r}")
-        self.name = f"tts-{backend}"
-        self.backend, self.capacity, self.nice = backend, capacity, nice
+        self.name = f"tts-{backend}{name_suffix}"
+        self.backend, self.capacity, self.nice, self.threads = backend, capacity, nice, threads
         self._engines: OrderedDict[str, SpeechEngine] = OrderedDict()
         self.sample_rate = 0
 
@@ -67,7 +68,7 @@ class VoicePool(Engine[tuple[str, TextSegment | MoreSpeech], Utterance | SpeechP
     def _engine(self, voice: str) -> SpeechEngine:
         engine = self._engines.get(voice)
         if engine is None:
-            engine = self._engines[voice] = SpeechEngine(SpeechSynthesizer(voice))
+            engine = self._engines[voice] = SpeechEngine(SpeechSynthesizer(voice, threads=self.threads))
             while len(self._engines) > self.capacity:
                 self._engines.popitem(last=False)
         self._engines.move_to_end(voice)

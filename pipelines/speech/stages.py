@@ -28,9 +28,11 @@ class TextSegment:
 
 @dataclass(frozen=True, slots=True)
 class MoreSpeech:
-    """Asks the engine for the next piece of a streamed sentence (an Utterance's `rest`)."""
+    """Asks the engine for the next piece of a streamed sentence (an Utterance's `rest`).
+    `first`: the piece right after the sentence's first words, due as soon as they are."""
 
     rest: object
+    first: bool = False
 
 
 @dataclass(frozen=True, slots=True)

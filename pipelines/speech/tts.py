@@ -24,15 +24,16 @@ from .types import Utterance
 DEFAULT_VOICE = "joe"
 PIPER_VOICES = ("joe",)
 RATE_RANGE = (0.5, 2.0)
-# A streamed piper sentence: the first piece is this many latent frames (~0.19 s of audio),
+# A streamed piper sentence: the first piece is this many latent frames (~0.37 s of audio),
 # the second SECOND_PIECE_FRAMES (~1.1 s, decoded while the first plays), then pieces of
-# MAX_PIECE_FRAMES. Every decoded window carries 32 frames of context on each side that are
-# thrown away (piper_voice.CONTEXT): pieces doubling from 16 spent 75 % more decoding than
-# the sentence's own frames, this schedule ~45 %. The cap bounds how long one piece holds the
-# speech engine all sessions share: (192 + 64) frames x ~0.42 ms = ~0.11 s on an idle cpu2.
+# MAX_PIECE_FRAMES (~4.5 s). Every decoded window carries 32 frames of context on each side
+# that are thrown away (piper_voice.CONTEXT): pieces doubling from 16 spent 75 % more
+# decoding than the sentence's own frames, 32/96/192 ~45 %, 32/96/384 ~30 %. A long piece
+# holds its engine (~0.2 s on an idle cpu2) but delays only other continuation pieces, which
+# have seconds of slack: sentence starts have their own engine (web/resources.py).
 FIRST_PIECE_FRAMES = 32
 SECOND_PIECE_FRAMES = 96
-MAX_PIECE_FRAMES = 192
+MAX_PIECE_FRAMES = 384
 PITCH_RANGE = (0.5, 2.0)
 
 
@@ -68,11 +69,12 @@ class SpeechSynthesizer:
     """Speaks text with one voice at one rate and pitch (both multipliers, 1.0 = normal)."""
 
     def __init__(self, voice: str = DEFAULT_VOICE, rate: float = 1.0, pitch: float = 1.0,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, *, threads: int = 0) -> None:
         # seed: piper draws random noise for every sentence (its delivery varies); seeded, a
         # sentence comes out the same each time (training and evaluation data). espeak is
         # deterministic either way.
         self.seed = seed
+        self.threads = threads  # piper's inference threads (piper_voice.PiperBackend)
         self.rate = _check_range("rate", rate, RATE_RANGE)
         self.pitch = _check_range("pitch", pitch, PITCH_RANGE)
         name = (voice or "").strip().lower()
@@ -99,7 +101,7 @@ class SpeechSynthesizer:
 
     def _piper_backend(self) -> PiperBackend:
         if self._piper is None:
-            self._piper = PiperBackend()
+            self._piper = PiperBackend(threads=self.threads)
         return self._piper
 
     def synthesize(self, text: str) -> Utterance:

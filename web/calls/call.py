@@ -268,16 +268,16 @@ class Call:
         if len(self.queued) >= limit:
             raise ApiError(429, "queue_full", f"{len(self.queued)} utterances are already queued (limit {limit}); "
                                               "wait for one to finish", **{"Retry-After": "1"})
-        wait = await self.engines.speech_backlog(voice or self.settings.voice)
-        if wait > self.settings.speech_max_wait_s:
-            raise ApiError(503, "busy", f"the speech engine is overloaded ({wait:.1f} s of synthesis queued)",
-                           **{"Retry-After": str(max(1, round(wait)))})
+        admission = await self.engines.speech_admission(voice or self.settings.voice)
+        if admission.refusal is not None:
+            raise ApiError(503, "busy", admission.refusal,
+                           **{"Retry-After": str(max(1, round(max(admission.wait_s, admission.lag_s))))})
         if self.live is None or self._closing:
             raise ApiError(409, "not_running", "the call is not running")
         uid = utterance_id or uuid.uuid4().hex[:8]
         self.queued[uid] = None
         self.live.text.say(uid, text, voice)
-        self.last_wait = round(wait, 3) if wait > self.settings.speech_wait_notice_s else None
+        self.last_wait = admission.notice_s
         return uid
 
     def interrupt(self, by: str = "client") -> None:

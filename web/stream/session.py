@@ -216,17 +216,16 @@ class StreamConnection:
         return True
 
     async def _speech_wait(self, voice: str | None, ident: str) -> float | None | bool:
-        """Admission: the expected wait for synthesis (None when short), or False when it is
-        over `speech_max_wait_s` (an error `busy` was sent)."""
+        """Admission (SharedEngines.speech_admission): the expected wait of its first words
+        (None when short), or False when it is refused (an error `busy` was sent)."""
         try:
-            wait = await self.engines.speech_backlog(voice or self._live.text.default_voice)
+            admission = await self.engines.speech_admission(voice or self._live.text.default_voice)
         except Unavailable:
             return None
-        if wait > self.settings.speech_max_wait_s:
-            self._error(ErrorCode.BUSY, f"the speech engine is overloaded ({wait:.1f} s of synthesis queued); "
-                                        "try again shortly", ident=ident)
+        if admission.refusal is not None:
+            self._error(ErrorCode.BUSY, admission.refusal, ident=ident)
             return False
-        return round(wait, 3) if wait > self.settings.speech_wait_notice_s else None
+        return admission.notice_s
 
     def _new_utterance(self, ident: str | None, text: str) -> str | None:
         """Checks that apply to a new utterance; its id, or None (an error was sent)."""
