@@ -200,7 +200,8 @@ async def one(voice: str, n: int, trials: int, calls: int, probe_kind: str = "st
             "probe_refused": refused[0],
             "background_refused_pct": round(100 * sum(o.get("refused", 0) for o in outs) / max(
                 1, sum(o.get("refused", 0) + o.get("spoken", 0) for o in outs)), 1),
-            "underrun_pct": round(100 * gaps / max(1, frames), 3)}
+            # the gap counter covers every session's speech (calls too); shared over stream frames
+            "underrun_pct": round(100 * gaps / frames, 3) if frames else None}
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:

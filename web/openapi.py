@@ -110,7 +110,8 @@ def openapi_document(secured: bool = False) -> dict[str, Any]:
                 "queue text for the avatar to say", "Say",
                 {"202": {"description": "queued", "content": _json("Accepted")}},
                 extra={"409": _err("an utterance with this id is queued or speaking, or the call is ending"),
-                       "503": {**_err("the speech engine is overloaded (expected wait over speech_max_wait_s)"),
+                       "503": {**_err("the speech engine is overloaded (first words would wait over speech_max_wait_s, or its "
+                                   "speech already being given is over speech_max_lag_s behind)"),
                                "headers": {"Retry-After": {"schema": {"type": "string"}}}},
                        "429": {**_err("max_queued_utterances are queued"),
                                "headers": {"Retry-After": {"schema": {"type": "string"}}}}})},

@@ -68,7 +68,7 @@ class CallStats(BaseModel):
 class Accepted(BaseModel):
     utterance_id: str
     expected_wait_s: float | None = Field(None, description=(
-        "only when the speech engine is busy: estimated seconds its speech may wait for synthesis"))
+        "only when the speech engine is busy: estimated seconds before its first words are synthesized"))
 
 
 class Control(BaseModel):

@@ -156,8 +156,8 @@ class Queued(_Msg):
     id: str
     position: int = Field(description="utterances ahead of this one, the speaking one included")
     expected_wait_s: float | None = Field(None, description=(
-        "only when the server's speech engine is busy: estimated seconds this utterance's speech "
-        "may wait for synthesis (its first words, or the rest when the shared engine is behind)"))
+        "only when the server's speech engine is busy: estimated seconds before this utterance's "
+        "first words are synthesized"))
 
 
 class Started(_Msg):
