@@ -70,20 +70,13 @@ class DeadlineScheduler(Generic[In, Out]):
         self.jobs = 0
         self.late = 0
 
-    @property
-    def workers(self) -> list[Any]:
-        return [lane.worker for lane in self._lanes]
-
     async def run(self, items: Sequence[In], *, deadline: float | None = None) -> list[Out]:
         future: asyncio.Future[list[Out]] = asyncio.get_running_loop().create_future()
         job = _Job(self._clock() if deadline is None else deadline, next(self._seq), list(items),
                    self._kind_of(items), future)
         self._queue.append(job)
         self._depth()
-        for lane in self._lanes:
-            if lane.takes(job.kind) and (lane.task is None or lane.task.done()):
-                lane.task = asyncio.create_task(self._dispatch(lane), name=f"edf-{self.engine.name}")
-                break
+        self._wake()
         return await future
 
     def cost(self, kind: str) -> float:
@@ -152,6 +145,7 @@ class DeadlineScheduler(Generic[In, Out]):
             self._wake()
 
     def _wake(self) -> None:
+        """For each queued job, starts the first idle lane that takes it (specialised first)."""
         for job in self._queue:
             for lane in self._lanes:
                 if lane.takes(job.kind) and (lane.task is None or lane.task.done()):
