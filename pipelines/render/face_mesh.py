@@ -30,4 +30,7 @@ STATIC = (1, 2, 4, 5, 6, 98, 327, 168, 197, 195, 10, 338, 297, 332, 284, 251, 38
           234, 127, 162, 21, 54, 103, 67, 109, 323, 93, 116, 345, 123, 352, 50, 280, 187, 411,
           36, 266, 142, 371)
 IRIS_R, IRIS_L = 468, 473
+# Iris centre and its ring's horizontal points (the vertical ones sit under the lids).
+IRIS_R_POINTS = (468, 469, 471)
+IRIS_L_POINTS = (473, 474, 476)
 N_POINTS = 478

@@ -22,11 +22,15 @@ import torch.nn.functional as F
 
 from . import face_mesh as fm
 from .avatar import Avatar
-from .mouth import MouthInterior, catmull_rom_matrix, close_reference_mouth, portrait_colours
+from .appearance import analyse
+from .mouth import MouthInterior, catmull_rom_matrix, close_reference_mouth
 from .rig import FaceRig
+from .teeth import teeth_strip
 from .tps import tps_matrix
 
 HEAD_AXES = (0.72, 0.70)  # head ellipse semi-axes, in face widths / heights (hair included)
+HEAD_DEPTH = 0.55  # the head's depth at its middle, in face widths, over its outline
+NOSE_DEPTH = 0.16  # the nose's extra depth, in face widths
 HEAD_FADE = (1.0, 1.33)  # head weight falls from 1 to 0 between these ellipse radii
 ROI_RADIUS = 1.38
 INVERSION_STEPS = 3
@@ -100,11 +104,16 @@ class WarpRenderer(torch.nn.Module):
         rho = np.hypot((d @ g.u) / axes[0], (d @ g.v) / axes[1])
         head_w = (1 - _smoothstep(HEAD_FADE[0], HEAD_FADE[1], rho)) * window
         self.register_buffer("head_w", torch.from_numpy(head_w.astype(np.float32))[None, None])
-        mouth_c = lm[[78, 308]].mean(0) - origin
-        self.head_w_mouth = float(F.grid_sample(
-            self.head_w, torch.tensor(self._norm(mouth_c[None, None, None], w, h), dtype=torch.float32),
-            align_corners=True).item())
-
+        # Depth of the head, for turning it: a paraboloid over the head ellipse (0 at its
+        # outline, so the silhouette stays while the face turns inside it) plus the nose.
+        # A turn moves each point sideways by sin(angle) x its depth: the middle of the face
+        # and the nose most, the cheeks less, the outline not at all -- a 3D-aware warp that
+        # never uncovers background, so nothing behind the head has to be invented.
+        rho_d = np.hypot((d @ g.u) / (HEAD_AXES[0] * g.face_width), (d @ g.v) / (HEAD_AXES[1] * g.face_height))
+        nose = np.stack([gx, gy], -1) + origin - lm[1]
+        depth = (HEAD_DEPTH * g.face_width * np.clip(1 - rho_d**2, 0, None)
+                 + NOSE_DEPTH * g.face_width * np.exp(-(nose**2).sum(-1) / (2 * (0.09 * g.face_width) ** 2)))
+        self.register_buffer("depth", torch.from_numpy((depth * head_w).astype(np.float32))[None, None])
         self.register_buffer("coarse", torch.from_numpy(grid.astype(np.float32)).view(1, gh, gw, 2))
         self.register_buffer("origin", torch.tensor(origin, dtype=torch.float32))
         self.register_buffer("scale", torch.tensor([2.0 / (w - 1), 2.0 / (h - 1)]))
@@ -127,9 +136,14 @@ class WarpRenderer(torch.nn.Module):
         by0 = max(int(lips[:, 1].min() - 0.15 * W), 0)
         by1 = min(int(lips[:, 1].max() + 0.45 * W) + 1, h)
         self.mouth_box = (bx0, by0, bx1, by1)
-        lip, teeth = portrait_colours(avatar.image, lm[list(fm.LIPS_UPPER_INNER)], lm[list(fm.LIPS_LOWER_INNER)],
-                                      lm[list(fm.LIPS_UPPER_OUTER)], lm[list(fm.LIPS_LOWER_OUTER)])
-        self.mouth = MouthInterior(self.mouth_box, lip, teeth, W)
+        look = analyse(avatar.image, lm)
+        up_ref, lo_ref = lm[list(fm.LIPS_UPPER_INNER)], lm[list(fm.LIPS_LOWER_INNER)]
+        strip, strip_half, strip_v0 = teeth_strip(avatar.image, up_ref, lo_ref, g.u, g.v, W, look)
+        self.look = look
+        self.mouth = MouthInterior(self.mouth_box, look, strip, strip_half, strip_v0, W)
+        # the teeth strip's frame (centre, +1 px along u, +1 px along v), fixed to the skull
+        t0 = 0.5 * (up_ref[0] + up_ref[-1]) - origin
+        self.register_buffer("teeth_frame", torch.tensor(np.stack([t0, t0 + g.u, t0 + g.v]), dtype=torch.float32))
         slot = {int(i): k for k, i in enumerate(self.rig.indices)}
         self.register_buffer("i_inner_up", torch.tensor([slot[i] for i in fm.LIPS_UPPER_INNER]))
         self.register_buffer("i_inner_lo", torch.tensor([slot[i] for i in fm.LIPS_LOWER_INNER]))
@@ -145,6 +159,17 @@ class WarpRenderer(torch.nn.Module):
         return F.grid_sample(field, at * self.scale - 1.0, mode="bilinear", padding_mode="zeros",
                              align_corners=True)
 
+    def _head_field(self, params: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        """(B, 2, gh, gw) forward displacement of the head at the coarse grid's points."""
+        b = params.shape[0]
+        aff = self.rig.head_affine(params, self.size)  # (B, 2, 3) forward, image coordinates
+        rot, off = aff[:, :, :2], aff[:, :, 2] + (aff[:, :, :2] @ self.origin) - self.origin
+        pts = grid.reshape(b, -1, 2)
+        moved = pts @ rot.transpose(1, 2) + off[:, None, :]
+        rigid = (moved - pts).view(b, self.gh, self.gw, 2).permute(0, 3, 1, 2) * self.head_w
+        turn = self.rig.head_turn(params)  # (B, 2): sin(yaw) u + sin(pitch) v
+        return rigid + turn.view(b, 2, 1, 1) * self.depth
+
     def forward(self, params: torch.Tensor) -> torch.Tensor:
         """params (B, N_PARAMS) float32 -> frames (B, S, S, 3) uint8."""
         b = params.shape[0]
@@ -156,12 +181,13 @@ class WarpRenderer(torch.nn.Module):
         for _ in range(INVERSION_STEPS):  # x = y - f(x): the source of target point y
             back = -self._sample_field(fwd, grid + back.permute(0, 2, 3, 1))
 
-        aff = self.rig.head_affine(params, self.size)  # (B, 2, 3) forward, image coordinates
-        rot, off = aff[:, :, :2], aff[:, :, 2] + (aff[:, :, :2] @ self.origin) - self.origin
-        inv_rot = rot.transpose(1, 2)  # rotation: inverse = transpose
-        pts = grid.reshape(b, -1, 2)
-        src = (pts - off[:, None, :]) @ inv_rot.transpose(1, 2)
-        head_back = (src - pts).view(b, self.gh, self.gw, 2).permute(0, 3, 1, 2) * self.head_w
+        # The head's forward motion on the coarse grid: its turn (depth-aware), then its
+        # tilt, nod translation and breathing as an affine map faded over the neck;
+        # inverted by the same fixed-point iteration.
+        head = self._head_field(params, grid)
+        head_back = -head
+        for _ in range(INVERSION_STEPS):
+            head_back = -self._sample_field(head, grid + head_back.permute(0, 2, 3, 1))
         total = head_back + self._sample_field(back, grid + head_back.permute(0, 2, 3, 1))
 
         # Sampling positions are computed on the coarse grid and upsampled: bilinear
@@ -176,14 +202,13 @@ class WarpRenderer(torch.nn.Module):
         disp = self.rig.linear(params)
         disp[:, self.rig.i_lips] += correction[..., None] * self.rig.v
         moved = self.centres_roi + disp
-        k = self.head_w_mouth
 
-        def to_target(p: torch.Tensor) -> torch.Tensor:
-            return p + k * ((p @ rot.transpose(1, 2)) + off[:, None, :] - p)
+        def to_target(p: torch.Tensor) -> torch.Tensor:  # (B, M, 2) points -> where the head takes them
+            return p + self._sample_field(head, p[:, None]).squeeze(2).transpose(1, 2)
 
         up = self.smooth @ to_target(moved[:, self.i_inner_up])
         lo = self.smooth @ to_target(moved[:, self.i_inner_lo])
-        self.mouth(roi, up, lo)
+        self.mouth(roi, up, lo, to_target(self.teeth_frame.expand(b, -1, -1)))
 
         x0, y0, x1, y1 = self.roi
         if self.output == "yuv420p":

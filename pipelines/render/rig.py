@@ -27,12 +27,20 @@ from pipelines.motion.params import IDX, N_PARAMS
 from . import face_mesh as fm
 
 JAW_DROP = 0.36  # inner lower lip travel at jaw_open = 1, in mouth widths
-UPPER_LIFT = 0.07
+# Closing the reference's lips moves their outer edges this much with the inner ones, so the
+# lips keep their thickness (the upper a little less: the skin above it is held by the nose).
+REST_OUTER_UPPER, REST_OUTER_LOWER = 0.7, 1.2
+UPPER_LIFT = 0.055  # the upper lip hangs from the skull: it lifts little (or bares the gum)
 SPREAD = 0.10
 ROUND_IN = 0.17
 ROUND_OPEN = 0.05
+TUCK_SHOW = 0.06  # upper teeth showing above the tucked lower lip (f, v), in mouth widths
+ROUND_HOLE = 0.6  # a rounded opening spans this share of the (rounded) mouth
+ROUND_UNSMILE = 0.8  # share of a smile's sag that rounding takes out
+OPEN_UNSAG = 0.4  # share of the smile's sag the upper lip loses as the jaw opens (it arches)
 BROW_LIFT = 0.045  # in face heights
-HEAD_REACH = 0.42  # translation per radian of yaw/pitch, in face widths/heights
+GAZE_X, GAZE_Y = 0.14, 0.06  # iris travel at gaze = 1, in eye widths (a glance aside, not a roll)
+HEAD_REACH = 0.10  # translation per radian of yaw/pitch, in face widths/heights (the rest is depth)
 BREATH_PX = 0.004  # in frame sizes
 
 
@@ -81,6 +89,7 @@ class FaceRig(torch.nn.Module):
             "eye_r_up": fm.EYE_R_UPPER[1:-1], "eye_r_lo": fm.EYE_R_LOWER[1:-1],
             "eye_l_up": fm.EYE_L_UPPER[1:-1], "eye_l_lo": fm.EYE_L_LOWER[1:-1],
             "brow": fm.BROW_R + fm.BROW_L,
+            "iris": fm.IRIS_R_POINTS + fm.IRIS_L_POINTS,
         }
         used = {i for idx in groups.values() for i in idx}
         groups["jaw"] = tuple(i for i in fm.JAW + fm.CHIN if i not in used)
@@ -104,20 +113,19 @@ class FaceRig(torch.nn.Module):
         up_v = lambda at: _interp_v(at, inner_u("up_in"), local[pos["up_in"], 1])  # noqa: E731
         lo_v = lambda at: _interp_v(at, inner_u("lo_in"), local[pos["lo_in"], 1])  # noqa: E731
         gap = np.clip(lo_v(local[:, 0]) - up_v(local[:, 0]), 0, None)
-        gap_c = float(np.clip(lo_v(np.array([0.0])) - up_v(np.array([0.0])), 0, None)[0])
-        a_up = 0.45  # share of the closing done by the upper lip
+        a_up = 0.3  # share of the closing done by the upper lip
         rest = np.zeros(n, np.float32)
         rest[pos["up_in"]] = a_up * gap[pos["up_in"]]
         rest[pos["lo_in"]] = -(1 - a_up) * gap[pos["lo_in"]]
-        rest[pos["up_out"]] = 0.3 * a_up * gap[pos["up_out"]]
-        rest[pos["lo_out"]] = -0.3 * (1 - a_up) * gap[pos["lo_out"]]
+        rest[pos["up_out"]] = REST_OUTER_UPPER * a_up * gap[pos["up_out"]]
+        rest[pos["lo_out"]] = -REST_OUTER_LOWER * (1 - a_up) * gap[pos["lo_out"]]
 
         # How much each point follows the jaw: lower lip fully, chin/jaw line by depth below
         # the mouth corners (the jaw hinges near the ears), cheeks a little.
         wj = np.zeros(n, np.float32)
         # The lower lip drops most in the middle: an open mouth is a lens, not a box.
-        wj[pos["lo_in"]] = 0.55 + 0.45 * (1 - np.clip(ur[pos["lo_in"]], -1, 1) ** 2)
-        wj[pos["lo_out"]] = 0.95 * (0.55 + 0.45 * (1 - np.clip(ur[pos["lo_out"]], -1, 1) ** 2))
+        wj[pos["lo_in"]] = 0.45 + 0.55 * (1 - np.clip(ur[pos["lo_in"]], -1, 1) ** 2)
+        wj[pos["lo_out"]] = 0.9 * (0.45 + 0.55 * (1 - np.clip(ur[pos["lo_out"]], -1, 1) ** 2))
         wj[pos["corner_in"]], wj[pos["corner_out"]] = 0.45, 0.4
         depth = np.clip(local[:, 1] / max(float(local[pos["jaw"], 1].max()), 1.0), 0, 1)
         wj[pos["jaw"]] = 0.9 * depth[pos["jaw"]] ** 1.2
@@ -127,18 +135,37 @@ class FaceRig(torch.nn.Module):
 
         wu = np.zeros(n, np.float32)  # upper-lip lift
         wu[pos["up_in"]] = 0.5 + 0.5 * (1 - np.clip(ur[pos["up_in"]], -1, 1) ** 2)
-        wu[pos["up_out"]] = 0.6 * (0.5 + 0.5 * (1 - np.clip(ur[pos["up_out"]], -1, 1) ** 2))
+        wu[pos["up_out"]] = 0.5 + 0.5 * (1 - np.clip(ur[pos["up_out"]], -1, 1) ** 2)  # the whole lip lifts: it keeps its thickness
         wu[pos["corner_in"]], wu[pos["corner_out"]] = 0.3, 0.3
         wh = np.zeros(n, np.float32)  # horizontal (spread/round) participation
         for name in ("up_in", "lo_in", "up_out", "lo_out", "corner_in", "corner_out"):
             wh[pos[name]] = 1.0
         wh[pos["cheek"]], wh[pos["jaw"]] = 0.3, 0.05
+        # The smile's sag: how far the closed lips' meeting line bows below the straight line
+        # between the corners. It belongs to the portrait's expression, not to the sound: an
+        # "oo" or a wide "aa" from a smiling portrait must not keep the crescent.
+        c_r, c_l = local[pos["corner_in"][0]], local[pos["corner_in"][1]]
+        meet_v = lambda at: up_v(at) + a_up * np.clip(lo_v(at) - up_v(at), 0, None)  # noqa: E731
+        lip_u = np.clip(local[:, 0], min(c_r[0], c_l[0]), max(c_r[0], c_l[0]))
+        chord = c_r[1] + (lip_u - c_r[0]) * (c_l[1] - c_r[1]) / max(c_l[0] - c_r[0], 1e-3)
+        sag = np.zeros(n, np.float32)
+        for name in ("up_in", "lo_in", "up_out", "lo_out"):
+            sag[pos[name]] = meet_v(lip_u[pos[name]]) - chord[pos[name]]
+        self.sag = sag
+        # Rounding releases the smile by bringing the corners down to the middle's level
+        # (the middle stays: lifting it would bare the gum).
+        sag_c = float(meet_v(np.array([0.5 * (c_r[0] + c_l[0])]))[0] - chord[pos["up_in"]].mean())
+        unsmile = np.zeros(n, np.float32)
+        for name in ("up_in", "lo_in", "up_out", "lo_out", "corner_in", "corner_out"):
+            unsmile[pos[name]] = max(sag_c, 0.0) - sag[pos[name]]
+        unsmile[pos["cheek"]] = 0.3 * max(sag_c, 0.0)
         bulge = np.zeros(n, np.float32)  # rounding opens the inner lips, fattens the outer
         bell = 1 - np.clip(ur, -1, 1) ** 2
-        bulge[pos["up_in"]] = -ROUND_OPEN * W * bell[pos["up_in"]]
-        bulge[pos["lo_in"]] = ROUND_OPEN * W * bell[pos["lo_in"]]
-        bulge[pos["up_out"]] = -0.6 * ROUND_OPEN * W * bell[pos["up_out"]]
-        bulge[pos["lo_out"]] = 0.6 * ROUND_OPEN * W * bell[pos["lo_out"]]
+        # (mostly the lower lip: the upper one hangs from the skull, over the teeth)
+        bulge[pos["up_in"]] = -0.5 * ROUND_OPEN * W * bell[pos["up_in"]]
+        bulge[pos["lo_in"]] = 1.5 * ROUND_OPEN * W * bell[pos["lo_in"]]
+        bulge[pos["up_out"]] = -0.5 * ROUND_OPEN * W * bell[pos["up_out"]]  # the whole lip moves: it keeps its thickness
+        bulge[pos["lo_out"]] = 1.5 * ROUND_OPEN * W * bell[pos["lo_out"]]
 
         # Eyelids: each upper lid point closes onto the lower lid below it.
         lid = np.zeros(n, np.float32)
@@ -153,16 +180,21 @@ class FaceRig(torch.nn.Module):
         du = np.zeros((N_PARAMS, n), np.float32)
         dv = np.zeros((N_PARAMS, n), np.float32)
         k = IDX
-        dv[k["jaw_open"]] = JAW_DROP * W * wj - UPPER_LIFT * W * wu
+        upper = np.zeros(n, np.float32)
+        upper[pos["up_in"]] = upper[pos["up_out"]] = 1.0
+        dv[k["jaw_open"]] = JAW_DROP * W * wj - UPPER_LIFT * W * wu - OPEN_UNSAG * sag * upper
         dv[k["lip_tuck"]] = -UPPER_LIFT * W * wu
         du[k["lip_round"]] = -ROUND_IN * W * ur * wh
-        dv[k["lip_round"]] = bulge
+        dv[k["lip_round"]] = bulge + ROUND_UNSMILE * unsmile
         du[k["lip_spread"]] = SPREAD * W * ur * wh
         dv[k["lip_spread"]] = -0.02 * W * np.clip(ur, -1, 1) ** 2 * wh
         for side, name in (("r", "blink_r"), ("l", "blink_l")):
             idx = np.concatenate([pos[f"eye_{side}_up"], pos[f"eye_{side}_lo"]])
             dv[k[name], idx] = lid[idx]
         dv[k["brow_raise"], pos["brow"]] = -BROW_LIFT * H
+        eye_w = float(np.linalg.norm(lm[133] - lm[33]) + np.linalg.norm(lm[263] - lm[362])) / 2
+        du[k["gaze_x"], pos["iris"]] = GAZE_X * eye_w
+        dv[k["gaze_y"], pos["iris"]] = GAZE_Y * eye_w
         a = du[..., None] * g.u + dv[..., None] * g.v  # (P, N, 2)
         t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
         self.register_buffer("u", t(g.u))
@@ -177,6 +209,9 @@ class FaceRig(torch.nn.Module):
         self.register_buffer("pair_base_v", t(self.centres[pair] @ g.v + rest[pair]))  # (2K,)
         self.register_buffer("pair_av", t(dv[:, pair]))  # (P, 2K): linear v-motion of the pair
         self.register_buffer("i_lips", torch.as_tensor(self.lips))
+        pair_u = np.clip(ur[pos["up_in"]], -1, 1)
+        self.register_buffer("round_keep", t(np.sqrt(np.clip(1 - (pair_u / ROUND_HOLE) ** 2, 0, 1))))
+        self.register_buffer("pair_bell", t(np.clip(1 - (pair_u / 0.8) ** 2, 0, 1)))  # the teeth's extent
         self.register_buffer("neck", t(g.neck))
         self.W, self.H = W, H
         self.n = n
@@ -192,9 +227,17 @@ class FaceRig(torch.nn.Module):
         k = self.n_pair
         press = p[:, IDX["lip_press"], None]
         tuck = p[:, IDX["lip_tuck"], None]
+        rnd = p[:, IDX["lip_round"], None]
         v = self.pair_base_v + p @ self.pair_av  # (B, 2K) positions along v
-        up, lo = v[:, :k], v[:, k:]
-        new_lo = lo - tuck * 0.85 * (lo - up)
+        up0, lo = v[:, :k], v[:, k:]
+        up = up0
+        # f, v: the lower lip comes up under the upper teeth, a band of them showing above it
+        new_lo = lo + tuck * (up + TUCK_SHOW * self.W * self.pair_bell - lo)
+        # rounding purses the lips: the opening shrinks to a small round hole in the middle
+        purse = rnd * (1 - self.round_keep)
+        mid = 0.5 * (up + new_lo)
+        up = up + purse * (mid - up)
+        new_lo = new_lo + purse * (mid - new_lo)
         mid = 0.5 * (up + new_lo)
         new_up = up + press * (mid - up)
         new_lo = new_lo + press * (mid - new_lo)
@@ -202,7 +245,7 @@ class FaceRig(torch.nn.Module):
         crossed = new_lo < new_up
         new_up = torch.where(crossed, mid, new_up)
         new_lo = torch.where(crossed, mid, new_lo)
-        c_up, c_lo = new_up - up, new_lo - lo
+        c_up, c_lo = new_up - up0, new_lo - lo
         return torch.cat([c_up, c_lo, 0.5 * c_up, 0.7 * c_lo], 1)
 
     def forward(self, p: torch.Tensor) -> torch.Tensor:
@@ -210,6 +253,12 @@ class FaceRig(torch.nn.Module):
         disp = self.linear(p).clone()
         disp[:, self.i_lips] += self.lip_correction(p)[..., None] * self.v
         return disp
+
+    def head_turn(self, p: torch.Tensor) -> torch.Tensor:
+        """(B, 2): image displacement per pixel of depth for the head's yaw and pitch."""
+        yaw = torch.deg2rad(p[:, IDX["head_yaw"]])
+        pitch = torch.deg2rad(p[:, IDX["head_pitch"]])
+        return torch.sin(yaw)[:, None] * self.u + torch.sin(pitch)[:, None] * self.v
 
     def head_affine(self, p: torch.Tensor, frame_size: int) -> torch.Tensor:
         """Forward head motion as (B, 2, 3) affine maps of image points (rotation about the neck)."""
