@@ -286,12 +286,12 @@ def test_breathing_at_a_quarter_hertz(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_head_sway_stays_within_the_documented_amplitudes(seed: int) -> None:
-    """Idle, the head turns within ±1.6° yaw, ±1° pitch, ±0.9° roll over 10 minutes and uses
+    """Idle, the head turns within ±3° yaw, ±2° pitch, ±1.5° roll over 10 minutes and uses
     most of that range; while speaking the sway is livelier (larger)."""
     times = frames(600)
     idle = IdleMotion(seed).params(times)
     talking = IdleMotion(seed).params(times, speaking=np.ones(len(times)))
-    for name, amp in (("head_yaw", 1.6), ("head_pitch", 1.0), ("head_roll", 0.9)):
+    for name, amp in (("head_yaw", 3.0), ("head_pitch", 2.0), ("head_roll", 1.5)):
         a = np.abs(idle[:, IDLE_COL[name]])
         assert float(a.max()) <= amp + 1e-5, name
         assert float(a.max()) >= 0.8 * amp, name
@@ -315,3 +315,37 @@ def test_same_seed_same_motion_different_seeds_differ() -> None:
     onsets_3 = blink_onsets(whole[:, IDLE_COL["blink_r"]], times)
     onsets_4 = blink_onsets(other[:, IDLE_COL["blink_r"]], times)
     assert len(onsets_3) != len(onsets_4) or not np.allclose(onsets_3, onsets_4)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_gaze_rests_mostly_at_the_camera_and_jumps_in_saccades(seed: int) -> None:
+    """The eyes hold fixations (0.4-2.5 s), most of the time at the camera, and move between
+    them within two frames (a saccade), never beyond the documented range."""
+    times = frames(120)
+    g = IdleMotion(seed).params(times)[:, [IDLE_COL["gaze_x"], IDLE_COL["gaze_y"]]]
+    assert np.abs(g).max() <= 1.0
+    at_camera = np.hypot(g[:, 0], g[:, 1]) < 0.15
+    assert 0.5 <= at_camera.mean() <= 0.9, at_camera.mean()
+    step = np.hypot(*np.diff(g, axis=0).T)
+    moving = step > 0.02
+    assert 120 / 2.5 <= (np.diff(moving.astype(int)) == 1).sum() <= 120 / 0.4 + 1  # saccades per 2 min
+    runs = np.diff(np.flatnonzero(np.diff(np.r_[0, moving.astype(int), 0])))[::2]  # lengths of moving runs
+    assert runs.max() <= 2, runs.max()
+
+
+def test_brows_lift_on_a_stressed_syllable_and_not_in_silence() -> None:
+    """SpeechAccent: syllables at a steady opening barely move the brows; one that opens the
+    jaw much more than its neighbours (a stressed one) lifts them; silence leaves them at rest."""
+    from pipelines.motion.idle import SpeechAccent
+
+    t = np.arange(0, 4, 1 / FPS)
+    syllables = 0.3 * np.clip(np.sin(2 * np.pi * 4 * t), 0, None)  # 4 syllables a second
+    stressed = syllables.copy()
+    stressed[(t > 2.0) & (t < 2.25)] *= 3.0  # one stressed syllable at 2 s
+    acc, plain = SpeechAccent(), SpeechAccent()
+    lift = np.array([acc.step(j) for j in stressed])
+    flat = np.array([plain.step(j) for j in syllables])
+    assert lift[(t > 2.0) & (t < 2.5)].max() >= 0.2
+    assert flat[t > 1.0].max() < 0.5 * lift.max()
+    silence = SpeechAccent()
+    assert max(silence.step(0.0) for _ in range(50)) == 0.0

@@ -228,3 +228,47 @@ def test_neutral_check_catches_a_moved_or_blurred_face(ref: tuple[np.ndarray, np
     assert _ok("neutral_matches", neutral_ssim=rl.neutral_ssim(image, image, lm))
     assert not _ok("neutral_matches", neutral_ssim=rl.neutral_ssim(moved, image, lm))
     assert not _ok("neutral_matches", neutral_ssim=rl.neutral_ssim(blurred, image, lm))
+
+
+# --- eyes: gaze and blinks, read by the same face mesh ---------------------------------------
+@pytest.fixture(scope="module")
+def eyes() -> list[np.ndarray]:
+    import torch
+
+    from pipelines.motion.params import IDX, N_PARAMS
+    from pipelines.render.renderer import WarpRenderer
+
+    p = np.zeros((4, N_PARAMS), np.float32)
+    p[0, IDX["gaze_x"]], p[2, IDX["gaze_x"]] = -1.0, 1.0
+    p[3, IDX["blink_r"]] = p[3, IDX["blink_l"]] = 1.0
+    with torch.no_grad():
+        frames = WarpRenderer(default_avatar(SIZE))(torch.from_numpy(p)).numpy()
+    with fr.FaceReader() as reader:
+        lms = [reader.read(f) for f in frames]
+    assert all(lm is not None for lm in lms)
+    return lms  # type: ignore[return-value]
+
+
+def _iris_x(lm: np.ndarray) -> float:
+    """Both irises' offsets from their eye's middle, in eye widths (mean)."""
+    out = []
+    for iris, a, b in ((468, 33, 133), (473, 362, 263)):
+        w = float(np.linalg.norm(lm[b] - lm[a]))
+        out.append(float(lm[iris][0] - (lm[a][0] + lm[b][0]) / 2) / w)
+    return float(np.mean(out))
+
+
+def _eye_open(lm: np.ndarray) -> float:
+    return float(np.mean([np.linalg.norm(lm[159] - lm[145]) / np.linalg.norm(lm[133] - lm[33]),
+                          np.linalg.norm(lm[386] - lm[374]) / np.linalg.norm(lm[263] - lm[362])]))
+
+
+def test_gaze_moves_the_irises_as_commanded(eyes: list[np.ndarray]) -> None:
+    left, centre, right = (_iris_x(lm) for lm in eyes[:3])
+    assert left < centre - 0.02 and right > centre + 0.02, (left, centre, right)
+
+
+def test_a_blink_closes_the_eyes(eyes: list[np.ndarray]) -> None:
+    """At blink = 1 the mesh reads the eyes at most 40 % as open as at rest (it never reads a
+    shut eye as 0: 0.11 against 0.34 eye widths when measured)."""
+    assert _eye_open(eyes[3]) <= 0.4 * _eye_open(eyes[1]), (_eye_open(eyes[3]), _eye_open(eyes[1]))

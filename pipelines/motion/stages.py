@@ -9,8 +9,8 @@ import numpy as np
 from pipelines.speech.types import Utterance
 from realtime import AudioFrame, MapStage, Stage, StageContext
 
-from .idle import IdleMotion
-from .params import IDLE, MOUTH, N_PARAMS, MotionFrame, video_time_base
+from .idle import IdleMotion, SpeechAccent
+from .params import IDLE, IDX, MOUTH, N_PARAMS, MotionFrame, video_time_base
 from .visemes import mouth_params
 
 
@@ -100,11 +100,13 @@ class Articulate(Stage):
 
 
 class Animate(MapStage):
-    """Adds idle life (blinks, sway, breathing, brows) to each motion frame."""
+    """Adds idle life (blinks, sway, gaze, breathing, brows) to each motion frame, and brows
+    that lift on stressed syllables."""
 
     def __init__(self, name: str, *, seed: int = 0, budget_s: float = 0.005) -> None:
         super().__init__(name, budget_s=budget_s)
         self.idle = IdleMotion(seed)
+        self.accent = SpeechAccent()
         self._speaking = 0.0
 
     async def process(self, frame: Any, ctx: StageContext) -> AsyncIterator[Any]:
@@ -114,5 +116,6 @@ class Animate(MapStage):
         idle = self.idle.params(np.array([frame.time]), np.array([self._speaking]))[0]
         params = frame.params.copy()
         params[IDLE] += idle
+        params[IDX["brow_raise"]] += self.accent.step(float(frame.params[IDX["jaw_open"]]))
         frame.params = params
         yield frame

@@ -8,7 +8,8 @@ Per frame, for a batch of parameter vectors:
   4. the head's rigid motion (sway, nod, tilt, breathing) is composed in,
      weighted by a soft head mask that fades over the neck
   5. grid_sample pulls the portrait's pixels through the field              (bilinear)
-  6. the mouth interior is composited inside the moved inner-lip contour    MouthInterior
+  6. closed lids fade in at the end of a blink (the warp cannot fold an eye)  EyeLids
+  7. the mouth interior is composited inside the moved inner-lip contour    MouthInterior
 Only a region of interest around the head is warped; everything outside it is the
 reference, pixel for pixel, so the background cannot move. Same code on CPU and CUDA.
 """
@@ -20,9 +21,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipelines.motion.params import IDX
+
 from . import face_mesh as fm
 from .avatar import Avatar
 from .appearance import analyse
+from .eyelids import EyeLids, close_eyes, eye_boxes
 from .mouth import MouthInterior, catmull_rom_matrix, close_reference_mouth
 from .rig import FaceRig
 from .teeth import teeth_strip
@@ -124,9 +128,11 @@ class WarpRenderer(torch.nn.Module):
         self.register_buffer("base", img)  # (S, S, 3) uint8, everything outside the ROI
         self.register_buffer("yuv_k", torch.tensor([self._Y[0], self._U[0], self._V[0]]) * 255.0)  # on the device
         self.register_buffer("base_yuv", self._to_yuv(img.permute(2, 0, 1)[None].float() / 255.0)[0])
-        closed = torch.from_numpy(close_reference_mouth(avatar.image, lm[list(fm.LIPS_UPPER_INNER)],
-                                                        lm[list(fm.LIPS_LOWER_INNER)]))
+        closed_np = close_reference_mouth(avatar.image, lm[list(fm.LIPS_UPPER_INNER)], lm[list(fm.LIPS_LOWER_INNER)])
+        closed = torch.from_numpy(closed_np)
         self.register_buffer("ref", (closed[y0:y1, x0:x1].permute(2, 0, 1)[None].float() / 255.0).contiguous())
+        self.eyelids = EyeLids(close_eyes(closed_np, lm)[y0:y1, x0:x1], eye_boxes(lm, origin, (h, w)),
+                               (IDX["blink_r"], IDX["blink_l"]))
 
         # Mouth interior box: around the lips, with room for the jaw's travel and head sway.
         W = g.mouth_width
@@ -197,6 +203,7 @@ class WarpRenderer(torch.nn.Module):
                               align_corners=True).permute(0, 2, 3, 1)
         roi = F.grid_sample(self.ref.expand(b, -1, -1, -1), where, mode="bilinear",
                             padding_mode="border", align_corners=True)
+        self.eyelids(roi, where, params)  # blinks that close fully
 
         # Mouth interior inside the moved inner-lip contour (head motion applied to it too).
         disp = self.rig.linear(params)

@@ -39,6 +39,7 @@ ROUND_HOLE = 0.6  # a rounded opening spans this share of the (rounded) mouth
 ROUND_UNSMILE = 0.8  # share of a smile's sag that rounding takes out
 OPEN_UNSAG = 0.4  # share of the smile's sag the upper lip loses as the jaw opens (it arches)
 BROW_LIFT = 0.045  # in face heights
+LID_UPPER = 0.6  # upper-lid travel, in eye openings; further, the inverted warp tears (the closed-lid layer does the rest)
 GAZE_X, GAZE_Y = 0.14, 0.06  # iris travel at gaze = 1, in eye widths (a glance aside, not a roll)
 HEAD_REACH = 0.10  # translation per radian of yaw/pitch, in face widths/heights (the rest is depth)
 BREATH_PX = 0.004  # in frame sizes
@@ -89,7 +90,7 @@ class FaceRig(torch.nn.Module):
             "eye_r_up": fm.EYE_R_UPPER[1:-1], "eye_r_lo": fm.EYE_R_LOWER[1:-1],
             "eye_l_up": fm.EYE_L_UPPER[1:-1], "eye_l_lo": fm.EYE_L_LOWER[1:-1],
             "brow": fm.BROW_R + fm.BROW_L,
-            "iris": fm.IRIS_R_POINTS + fm.IRIS_L_POINTS,
+            "iris_r": fm.IRIS_R_POINTS, "iris_l": fm.IRIS_L_POINTS,
         }
         used = {i for idx in groups.values() for i in idx}
         groups["jaw"] = tuple(i for i in fm.JAW + fm.CHIN if i not in used)
@@ -172,8 +173,14 @@ class FaceRig(torch.nn.Module):
         for side in ("r", "l"):
             upper, lower = pos[f"eye_{side}_up"], pos[f"eye_{side}_lo"]
             below = _interp_v(local[upper, 0], local[lower, 0], local[lower, 1])
-            lid[upper] = 0.92 * (below - local[upper, 1])
+            lid[upper] = LID_UPPER * (below - local[upper, 1])
             lid[lower] = -0.08 * (_interp_v(local[lower, 0], local[upper, 0], local[upper, 1]) - local[lower, 1])
+            # the iris goes under the closing lids, to the line where they meet (pinned, it
+            # would hold the eye open)
+            iris = pos[f"iris_{side}"]
+            up_at = _interp_v(local[iris, 0], local[upper, 0], local[upper, 1])
+            lo_at = _interp_v(local[iris, 0], local[lower, 0], local[lower, 1])
+            lid[iris] = (lo_at - 0.08 * (lo_at - up_at)) - local[iris, 1]
 
         # Everything but the inner-lip pairing is linear in the parameters: precompute it as
         # displacement = rest + p @ A, with A (N_PARAMS, N, 2).
@@ -193,8 +200,9 @@ class FaceRig(torch.nn.Module):
             dv[k[name], idx] = lid[idx]
         dv[k["brow_raise"], pos["brow"]] = -BROW_LIFT * H
         eye_w = float(np.linalg.norm(lm[133] - lm[33]) + np.linalg.norm(lm[263] - lm[362])) / 2
-        du[k["gaze_x"], pos["iris"]] = GAZE_X * eye_w
-        dv[k["gaze_y"], pos["iris"]] = GAZE_Y * eye_w
+        irises = np.concatenate([pos["iris_r"], pos["iris_l"]])
+        du[k["gaze_x"], irises] = GAZE_X * eye_w
+        dv[k["gaze_y"], irises] = GAZE_Y * eye_w
         a = du[..., None] * g.u + dv[..., None] * g.v  # (P, N, 2)
         t = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32))  # noqa: E731
         self.register_buffer("u", t(g.u))
