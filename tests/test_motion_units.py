@@ -349,3 +349,15 @@ def test_brows_lift_on_a_stressed_syllable_and_not_in_silence() -> None:
     assert flat[t > 1.0].max() < 0.5 * lift.max()
     silence = SpeechAccent()
     assert max(silence.step(0.0) for _ in range(50)) == 0.0
+
+
+def test_the_tongue_tip_shows_on_th_and_l_only() -> None:
+    """tongue_params: 1 over a th / dh, half that over an l, nothing on other sounds."""
+    from pipelines.motion.visemes import tongue_params
+
+    phs = [Phoneme("SIL", 0, 200), Phoneme("DH", 200, 300), Phoneme("AH", 300, 450), Phoneme("L", 450, 550),
+           Phoneme("IY", 550, 700), Phoneme("S", 700, 800), Phoneme("SIL", 800, 1000)]
+    t = np.array([0.1, 0.25, 0.375, 0.5, 0.625, 0.75, 0.9])
+    tip = tongue_params(phs, len(t), FPS, times=t)
+    assert tip[1] == pytest.approx(1.0) and tip[3] == pytest.approx(0.5)
+    assert tip[0] == tip[2] == tip[4] == tip[5] == tip[6] == 0.0

@@ -272,3 +272,27 @@ def test_a_blink_closes_the_eyes(eyes: list[np.ndarray]) -> None:
     """At blink = 1 the mesh reads the eyes at most 40 % as open as at rest (it never reads a
     shut eye as 0: 0.11 against 0.34 eye widths when measured)."""
     assert _eye_open(eyes[3]) <= 0.4 * _eye_open(eyes[1]), (_eye_open(eyes[3]), _eye_open(eyes[1]))
+
+
+def test_the_tongue_tip_shows_between_the_teeth() -> None:
+    """tongue = 1 (th) puts a pink tongue tip in the middle of a small opening, where at 0
+    there are teeth and the dark behind them: the middle of the mouth turns redder."""
+    import torch
+
+    from pipelines.motion.params import IDX, N_PARAMS
+    from pipelines.render.renderer import WarpRenderer
+
+    avatar = default_avatar(SIZE)
+    p = np.zeros((2, N_PARAMS), np.float32)
+    p[:, IDX["jaw_open"]], p[:, IDX["lip_spread"]] = 0.18, 0.15
+    p[1, IDX["tongue"]] = 1.0
+    with torch.no_grad():
+        frames = WarpRenderer(avatar)(torch.from_numpy(p)).numpy().astype(np.float64)
+    lm = avatar.landmarks
+    w = float(np.linalg.norm(lm[291] - lm[61]))
+    cx, cy = (lm[13] + lm[14]) / 2
+    box = (slice(int(cy - 0.05 * w), int(cy + 0.08 * w)), slice(int(cx - 0.15 * w), int(cx + 0.15 * w)))
+    redness = [float((f[box][..., 0] - f[box][..., 1]).mean()) for f in frames]
+    changed = float(np.abs(frames[1] - frames[0]).max(-1)[box].mean())
+    assert redness[1] >= redness[0] + 8, redness
+    assert changed >= 10, changed

@@ -19,7 +19,7 @@ loop waits for speech, like `Articulate`.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,8 +27,8 @@ from pipelines.speech.live import SpokenAudio, SpokenSegment
 from pipelines.speech.types import Phoneme, Utterance
 from realtime import AudioFrame, Channel, ChannelClosed, Stage, StageContext
 
-from .params import MOUTH, N_PARAMS, MotionFrame, video_time_base
-from .visemes import mouth_params
+from .params import MOUTH, N_PARAMS, TONGUE, MotionFrame, video_time_base
+from .visemes import mouth_params, tongue_params
 
 # ARPAbet -> the 15 viseme classes most avatar tool chains use (Oculus / ARKit-style names),
 # for the `viseme` events a client may drive its own face with.
@@ -64,6 +64,7 @@ class _Speaking:
     have: int  # audio[:have] has arrived (all of it unless the sentence is streamed)
     raw: np.ndarray  # a streamed sentence's audio so far at the voice's rate (for resampling)
     complete: bool
+    tongue: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # (n,)
 
     @property
     def epoch(self) -> int:
@@ -177,8 +178,10 @@ class LiveArticulate(Stage):
                       start=t0 + scale * w.start_ms / 1000, end=t0 + scale * w.end_ms / 1000)
         ctx.event("visemes", **ident, items=[(v, p, t0 + scale * s / 1000, t0 + scale * e / 1000)
                                              for v, p, s, e in viseme_track(utt.phonemes)])
-        cur.mouth = mouth_params(utt.phonemes, n, self.fps) if scale == 1.0 else mouth_params(
-            [Phoneme(p.symbol, p.start_ms * scale, p.end_ms * scale) for p in utt.phonemes], n, self.fps)
+        phonemes = utt.phonemes if scale == 1.0 else [Phoneme(p.symbol, p.start_ms * scale, p.end_ms * scale)
+                                                      for p in utt.phonemes]
+        cur.mouth = mouth_params(phonemes, n, self.fps)
+        cur.tongue = tongue_params(phonemes, n, self.fps)
         return cur
 
     def _fill(self, cur: _Speaking, rate: int) -> None:
@@ -237,6 +240,7 @@ class LiveArticulate(Stage):
                 self.underrun_frames += 1
                 ctx.metrics.speech_underruns.labels(ctx.graph).inc()
             params[MOUTH] = cur.mouth[k - cur.start]
+            params[TONGUE] = cur.tongue[k - cur.start]
         stamp = ctx.stamp(k / self.fps)
         await ctx.output("audio").put(AudioFrame(pts=a0, time_base=self._atb, samples=samples,
                                                  sample_rate=self.sample_rate, **stamp))

@@ -19,6 +19,9 @@ from the same viseme function); the rest is idle life. See docs/motion-parameter
     11    breath      -1..1     breathing phase: + = chest/head up
     12    gaze_x      -1..1     eyes towards image right (+), 0 = the portrait's own gaze
     13    gaze_y      -1..1     eyes down (+)
+    14    tongue      0..1      tongue tip at the front of the mouth, under the upper teeth
+                                (th, dh: 1; l: 0.5) -- from text only: the audio model
+                                predicts the five lip parameters
 
 All zeros is the rest pose: mouth closed and relaxed, eyes open, head straight.
 """
@@ -34,17 +37,18 @@ from realtime import Frame
 PARAM_NAMES: tuple[str, ...] = (
     "jaw_open", "lip_press", "lip_round", "lip_spread", "lip_tuck",
     "blink_r", "blink_l", "brow_raise", "head_yaw", "head_pitch", "head_roll", "breath",
-    "gaze_x", "gaze_y",
+    "gaze_x", "gaze_y", "tongue",
 )
 N_PARAMS = len(PARAM_NAMES)
 IDX = {name: i for i, name in enumerate(PARAM_NAMES)}
 MOUTH = slice(0, 5)  # the speech-driven part
-IDLE = slice(5, N_PARAMS)
+IDLE = slice(5, 14)
+TONGUE = IDX["tongue"]  # speech, like MOUTH, but from the phonemes alone
 RANGES: dict[str, tuple[float, float]] = {
     "jaw_open": (0, 1), "lip_press": (0, 1), "lip_round": (0, 1), "lip_spread": (0, 1),
     "lip_tuck": (0, 1), "blink_r": (0, 1), "blink_l": (0, 1), "brow_raise": (-1, 1),
     "head_yaw": (-15, 15), "head_pitch": (-15, 15), "head_roll": (-15, 15), "breath": (-1, 1),
-    "gaze_x": (-1, 1), "gaze_y": (-1, 1),
+    "gaze_x": (-1, 1), "gaze_y": (-1, 1), "tongue": (0, 1),
 }
 LOW = np.array([RANGES[n][0] for n in PARAM_NAMES], dtype=np.float32)
 HIGH = np.array([RANGES[n][1] for n in PARAM_NAMES], dtype=np.float32)

@@ -10,8 +10,8 @@ from pipelines.speech.types import Utterance
 from realtime import AudioFrame, MapStage, Stage, StageContext
 
 from .idle import IdleMotion, SpeechAccent
-from .params import IDLE, IDX, MOUTH, N_PARAMS, MotionFrame, video_time_base
-from .visemes import mouth_params
+from .params import IDLE, IDX, MOUTH, N_PARAMS, TONGUE, MotionFrame, video_time_base
+from .visemes import mouth_params, tongue_params
 
 
 class Articulate(Stage):
@@ -37,7 +37,8 @@ class Articulate(Stage):
         assert self.sample_rate is not None
         return (frame * self.sample_rate) // self.fps  # first sample of video frame `frame`
 
-    async def _emit(self, ctx: StageContext, audio: np.ndarray, mouth: np.ndarray) -> None:
+    async def _emit(self, ctx: StageContext, audio: np.ndarray, mouth: np.ndarray,
+                    tongue: np.ndarray | None = None) -> None:
         """Emit len(mouth) frames whose audio is `audio` (already padded to fit exactly)."""
         assert self.sample_rate is not None
         tb = video_time_base(self.fps)
@@ -52,6 +53,8 @@ class Articulate(Stage):
                 samples=audio[a0:a1], sample_rate=self.sample_rate, **stamp))
             params = np.zeros(N_PARAMS, dtype=np.float32)
             params[MOUTH] = mouth[j]
+            if tongue is not None:
+                params[TONGUE] = tongue[j]
             await ctx.output("motion").put(MotionFrame(pts=k, time_base=tb, params=params, **stamp))
         self.frame += len(mouth)
 
@@ -92,8 +95,9 @@ class Articulate(Stage):
                           start=t0 + w.start_ms / 1000, end=t0 + w.end_ms / 1000)
             t_work = ctx.clock.now()
             mouth = mouth_params(utt.phonemes, n_frames, self.fps)
+            tongue = tongue_params(utt.phonemes, n_frames, self.fps)
             meter.work(ctx.clock.now() - t_work)  # the viseme function's time per utterance
-            await self._emit(ctx, audio, mouth)
+            await self._emit(ctx, audio, mouth, tongue)
             meter.frames_out(n_frames)
             ctx.event("utterance_done", text=utt.text, media_time=self.frame / self.fps)
         await self._silence(ctx, self.tail_s)

@@ -45,6 +45,7 @@ TARGETS: dict[str, tuple[float, float, float, float]] = {
 }
 BILABIAL = frozenset({"P", "B", "M"})
 LABIODENTAL = frozenset({"F", "V"})
+DENTAL = frozenset({"TH", "DH"})
 ANTICIPATION_S = 0.100  # reach of a phoneme's influence before its centre
 CARRYOVER_S = 0.060  # ... and after it
 LEAD_S = 0.020  # the articulatory target is reached this much before the acoustic centre
@@ -81,6 +82,20 @@ def mouth_params(phonemes: Sequence[Phoneme], n_frames: int, fps: float, *,
     jaw = jaw * (1.0 - 0.7 * np.maximum(press, tuck))  # a closed or tucked lip holds the jaw up
     out[:, 0], out[:, 1], out[:, 2], out[:, 3], out[:, 4] = jaw, press, rnd, spread, tuck
     return np.clip(out, 0.0, 1.0)
+
+
+def tongue_params(phonemes: Sequence[Phoneme], n_frames: int, fps: float, *,
+                  times: np.ndarray | None = None) -> np.ndarray:
+    """(n_frames,) float32: the tongue tip showing at the front of the mouth -- between the
+    teeth for th / dh, up at the teeth for l (half as far) -- with the closures' ramps."""
+    t = frame_times(n_frames, fps) if times is None else np.asarray(times, dtype=np.float64)
+    if not phonemes or len(t) == 0:
+        return np.zeros(len(t), np.float32)
+    starts = np.array([p.start_ms for p in phonemes]) / 1000.0
+    ends = np.array([p.end_ms for p in phonemes]) / 1000.0
+    dental = _gesture(t, starts, ends, [p.symbol in DENTAL for p in phonemes])
+    lateral = _gesture(t, starts, ends, [p.symbol == "L" for p in phonemes])
+    return np.clip(np.maximum(dental, 0.5 * lateral), 0.0, 1.0).astype(np.float32)
 
 
 def _gesture(t: np.ndarray, starts: np.ndarray, ends: np.ndarray, mask: Sequence[bool]) -> np.ndarray:

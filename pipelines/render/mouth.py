@@ -75,6 +75,7 @@ class MouthInterior(torch.nn.Module):
         enamel = (strip[:3] * wts).sum((1, 2)) / wts.sum() if wts.sum() > 1 else teeth_light(look)
         lower_teeth = torch.as_tensor(enamel, dtype=torch.float32) * 0.9
         self.register_buffer("palette", torch.stack([cavity, crease, tongue, lower_teeth]))  # (4, 3)
+        self.register_buffer("tongue_tip", (lip * torch.tensor([0.9, 0.58, 0.58])).view(1, 3, 1, 1))  # lit, pinker
         strip = strip.copy()  # the biting edge over the dark behind it: as soft as the photo's edges
         strip[3] = gaussian_filter(strip[3], 1.4 * max(float(look.blur_sigma), 0.5), mode="nearest")
         self.register_buffer("strip", torch.as_tensor(strip)[None])  # (1, 4, R, C)
@@ -93,11 +94,11 @@ class MouthInterior(torch.nn.Module):
         self.inset = 0.8 * sigma
 
     def forward(self, img: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor,
-                teeth_frame: torch.Tensor) -> None:
+                teeth_frame: torch.Tensor, tongue_tip: torch.Tensor) -> None:
         """img (B, 3, H, W) modified in place; upper/lower (B, K, 2) the target inner-lip
         contours, corner to corner, in img's pixel coordinates; teeth_frame (B, 3, 2): the
         teeth strip's centre, a point one px along its u axis and one along v, as moved by
-        the head."""
+        the head; tongue_tip (B,) 0..1: the tip at the front, under the upper teeth (th, l)."""
         b = img.shape[0]
         pts = torch.cat([upper, lower], 1)
         pad = 2 + self.blur_k.shape[-1] // 2  # room for the blur around the opening
@@ -175,6 +176,13 @@ class MouthInterior(torch.nn.Module):
                               padding_mode="zeros", align_corners=True)
         t_a = teeth[:, 3:] * _sat(gap / 2.0)[:, None]
         colour = colour + t_a * (teeth[:, :3] - colour)
+        # the tongue tip (th, dh, l): in front of the upper teeth's edge, filling the lower part
+        # of the opening in the middle, lit from the front
+        tip = (1 - (pu / (0.42 * half)) ** 2).clamp_min(0)
+        tip_top = v_lo - (0.75 * gap).clamp_max(0.1 * W) * tip.sqrt()
+        tip_a = tongue_tip.view(b, 1, 1) * _sat((pv - tip_top) / s + 0.5) * _sat(tip * 4)
+        tip_lit = 0.8 + 0.25 * torch.exp(-(pv - tip_top).clamp_min(0) / (0.03 * W))
+        colour = colour + tip_a[:, None] * (self.tongue_tip * tip_lit[:, None] - colour)
         # The outline goes through the photo's point-spread (the interior's own detail, the
         # photographed teeth, already has it): as soft as the camera made every other edge.
         alpha = self._blur(inside[:, None])

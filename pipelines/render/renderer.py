@@ -215,7 +215,7 @@ class WarpRenderer(torch.nn.Module):
 
         up = self.smooth @ to_target(moved[:, self.i_inner_up])
         lo = self.smooth @ to_target(moved[:, self.i_inner_lo])
-        self.mouth(roi, up, lo, to_target(self.teeth_frame.expand(b, -1, -1)))
+        self.mouth(roi, up, lo, to_target(self.teeth_frame.expand(b, -1, -1)), params[:, IDX["tongue"]])
 
         x0, y0, x1, y1 = self.roi
         if self.output == "yuv420p":
