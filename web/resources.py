@@ -188,8 +188,11 @@ class SharedEngines:
         if name == DEFAULT_AVATAR:
             avatar: Avatar = await asyncio.to_thread(default_avatar, size)
         else:
-            avatar = await asyncio.to_thread(avatar_from_file, self.settings.avatars[name], size,
-                                             max_pixels=40_000_000)
+            try:
+                avatar = await asyncio.to_thread(avatar_from_file, self.settings.avatars[name], size,
+                                                 max_pixels=40_000_000)
+            except ValueError as exc:  # no face, or a face that cannot be animated: say which
+                raise Unavailable(f"avatar {name!r}: {exc}") from None
         workers: list[EngineWorker[Any, Any]] = []
         make = functools.partial(renderer_engine, avatar, f"renderer-{name}-{size}", self.device)
         processes = self.settings.render_processes

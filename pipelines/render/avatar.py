@@ -6,6 +6,7 @@ sits at 40 % of the height, and the crop is upscaled by at most 2x where the sou
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -16,6 +17,9 @@ from PIL import Image
 from .face_mesh import FACE_OVAL, N_POINTS
 from .landmarks import detect_face_landmarks
 from .portrait import load_portrait
+from .portrait_check import Framing, PortraitUnusable, check_portrait
+
+log = logging.getLogger(__name__)
 
 FACE_WIDTH_FRACTION = 0.31  # face width / frame width
 FACE_CENTRE_HEIGHT = 0.40  # face centre, as a fraction of the frame height from the top
@@ -34,8 +38,9 @@ class Avatar:
         return self.image.shape[0]
 
 
-def frame_portrait(name: str, image: np.ndarray, landmarks: np.ndarray, size: int) -> Avatar:
-    h, w = image.shape[:2]
+def framing_box(shape: tuple[int, ...], landmarks: np.ndarray, size: int) -> tuple[float, float, float]:
+    """(x0, y0, side) of the square of the portrait that becomes the avatar's frame."""
+    h, w = shape[:2]
     oval = landmarks[list(FACE_OVAL)]
     face_w = float(oval[:, 0].max() - oval[:, 0].min())
     cx = float(oval[:, 0].mean())
@@ -45,6 +50,11 @@ def frame_portrait(name: str, image: np.ndarray, landmarks: np.ndarray, size: in
     side = min(side, float(min(h, w)))
     x0 = min(max(cx - side / 2, 0.0), w - side)
     y0 = min(max(cy - FACE_CENTRE_HEIGHT * side, 0.0), h - side)
+    return x0, y0, side
+
+
+def frame_portrait(name: str, image: np.ndarray, landmarks: np.ndarray, size: int) -> Avatar:
+    x0, y0, side = framing_box(image.shape, landmarks, size)
     box = (x0, y0, x0 + side, y0 + side)
     framed = Image.fromarray(image).resize((size, size), Image.Resampling.LANCZOS, box=box)
     scale = size / side
@@ -68,9 +78,19 @@ def default_avatar(size: int = 512) -> Avatar:
 
 
 def avatar_from_file(path: str | os.PathLike[str], size: int, *, max_pixels: int) -> Avatar:
+    """A user's portrait, framed. Raises PortraitError (the file), NoFaceFound, or
+    PortraitUnusable (a face the renderer cannot animate well: turned away, mouth covered;
+    see portrait_check); marginal portraits are logged as warnings and animated."""
     image = load_portrait(path, max_pixels=max_pixels)
     pts = detect_face_landmarks(image)
-    return frame_portrait(os.path.basename(os.fspath(path)), image, pts, size)
+    name = os.path.basename(os.fspath(path))
+    check = check_portrait(image, pts, framing=Framing(size, framing_box(image.shape, pts, size)[2],
+                                                       FACE_WIDTH_FRACTION, MAX_UPSCALE))
+    if check.errors:
+        raise PortraitUnusable(f"portrait {name!r} cannot be animated: {'; '.join(check.errors)}")
+    for warning in check.warnings:
+        log.warning("portrait %r: %s", name, warning)
+    return frame_portrait(name, image, pts, size)
 
 
 def _regenerate_default_asset() -> None:

@@ -81,17 +81,20 @@ class MouthInterior(torch.nn.Module):
         self.register_buffer("strip", torch.as_tensor(strip)[None])  # (1, 4, R, C)
         self.strip_half, self.strip_v0 = float(strip_half), float(strip_v0)
         self.strip_rows = strip.shape[1]
-        self.soft = max(float(look.blur_sigma), 0.6) * 1.25  # edge ramp width, px (~ a blurred step's 10-90 %)
+        # A small mouth (a 128-px frame has a 19-px one) is all edge: softened as much as a
+        # large one, its opening would blur away. Soften in proportion below 40 px.
+        self.small = small = float(np.clip(mouth_width / 40.0, 0.5, 1.0))
+        self.soft = max(float(look.blur_sigma), 0.6) * 1.25 * small  # edge ramp width, px (~ a blurred step's 10-90 %)
         bx0, by0, bx1, by1 = box
         g = torch.Generator().manual_seed(12)
         # the photo's grain, as a fixed pattern (grain does not flicker at 25 fps either)
         self.register_buffer("grain", torch.randn(1, 1, by1 - by0, bx1 - bx0, generator=g) * float(look.noise_sigma))
         self.W = mouth_width
-        sigma = BLUR_MATCH * max(float(look.blur_sigma), 0.5)
+        sigma = BLUR_MATCH * max(float(look.blur_sigma), 0.5) * small
         r = max(int(np.ceil(2.5 * sigma)), 1)
         k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
         self.register_buffer("blur_k", torch.as_tensor(k / k.sum(), dtype=torch.float32))
-        self.inset = 0.8 * sigma
+        self.inset = 0.8 * sigma * small
 
     def forward(self, img: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor,
                 teeth_frame: torch.Tensor, tongue_tip: torch.Tensor) -> None:
@@ -155,7 +158,9 @@ class MouthInterior(torch.nn.Module):
         # just inside the lips, their wet inner side (darker lip) before the dark; and a
         # nearly closed mouth shows only that, a lip crease, not a black line
         closed = _sat(1 - gap / (0.05 * W))
-        crease = torch.maximum(closed, torch.exp(-(depth - 2.5 * s).clamp_min(0) / (0.03 * W)))
+        band = (0.2 * gap).clamp_max(2.5 * s)  # a small opening is mostly dark: the band narrows with it
+        wet = torch.exp(-(depth - band).clamp_min(0) / (0.15 * gap + 0.1).clamp_max(0.03 * W))
+        crease = torch.maximum(closed, wet * self.small**2)  # (too small to see in a small mouth)
         keep = 1 - crease
         cav, tongue = cav * keep, tongue * keep
         # lower teeth: a band above the lower lip in wide openings, in the upper teeth's shadow

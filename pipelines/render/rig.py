@@ -34,7 +34,7 @@ UPPER_LIFT = 0.055  # the upper lip hangs from the skull: it lifts little (or ba
 SPREAD = 0.10
 ROUND_IN = 0.17
 ROUND_OPEN = 0.05
-TUCK_SHOW = 0.06  # upper teeth showing above the tucked lower lip (f, v), in mouth widths
+TUCK_SHOW = 0.08  # upper teeth showing above the tucked lower lip (f, v), in mouth widths
 ROUND_HOLE = 0.6  # a rounded opening spans this share of the (rounded) mouth
 ROUND_UNSMILE = 0.8  # share of a smile's sag that rounding takes out
 OPEN_UNSAG = 0.4  # share of the smile's sag the upper lip loses as the jaw opens (it arches)
@@ -190,7 +190,7 @@ class FaceRig(torch.nn.Module):
         upper = np.zeros(n, np.float32)
         upper[pos["up_in"]] = upper[pos["up_out"]] = 1.0
         dv[k["jaw_open"]] = JAW_DROP * W * wj - UPPER_LIFT * W * wu - OPEN_UNSAG * sag * upper
-        dv[k["lip_tuck"]] = -UPPER_LIFT * W * wu
+        dv[k["lip_tuck"]] = -1.5 * UPPER_LIFT * W * wu  # f, v bare the upper teeth
         du[k["lip_round"]] = -ROUND_IN * W * ur * wh
         dv[k["lip_round"]] = bulge + ROUND_UNSMILE * unsmile
         du[k["lip_spread"]] = SPREAD * W * ur * wh

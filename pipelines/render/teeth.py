@@ -123,12 +123,12 @@ def _drawn(cols: np.ndarray, t: np.ndarray, profile: np.ndarray, W: float, look:
     alpha = np.clip(bottom[None, :] - r + 0.5, 0, 1)
     # shading: convex crowns (darker at each tooth's sides), receding towards the corners,
     # the upper lip's shadow at the top, a greyer translucent biting edge
-    crown = 0.86 + 0.14 * np.sin(np.pi * within) ** 0.5
-    recede = 0.55 + 0.45 * profile
+    crown = 0.92 + 0.08 * np.sin(np.pi * within) ** 0.5
+    recede = 0.68 + 0.32 * profile
     lip_shadow = 1 - 0.35 * np.exp(-np.maximum(r + TOP_ROWS * 0.3, 0) / (0.03 * W + 1))
     translucent = 1 - 0.18 * np.clip((r - (bottom[None, :] - 0.035 * W)) / (0.035 * W + 1e-3), 0, 1)
-    gap_line = 1 - 0.25 * np.exp(-(((within - 0.0) * (right - left)) ** 2) / 0.8) \
-        - 0.25 * np.exp(-(((1 - within) * (right - left)) ** 2) / 0.8)
+    gap_line = 1 - 0.12 * np.exp(-((within * (right - left)) ** 2) / 0.8) \
+        - 0.12 * np.exp(-(((1 - within) * (right - left)) ** 2) / 0.8)
     shade = (crown * recede * gap_line)[None, :] * lip_shadow * translucent
     rgb = colour[:, None, None] * shade[None]
     rgb[2] *= 1 - 0.06 * np.clip((r - bottom[None, :] + 0.06 * W) / (0.06 * W), 0, 1)  # biting edge a touch blue-grey
