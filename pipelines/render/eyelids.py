@@ -86,6 +86,8 @@ class EyeLids(torch.nn.Module):
     def forward(self, roi: torch.Tensor, where: torch.Tensor, params: torch.Tensor) -> None:
         """roi (B, 3, h, w) modified in place; where (B, h, w, 2): the warp's sampling grid."""
         b = roi.shape[0]
+        if not bool((params[:, list(self.blink_idx)] > CLOSED_FROM).any()):  # most frames: eyes open
+            return
         for (x0, y0, x1, y1), k in zip(self.boxes, self.blink_idx, strict=True):
             t = ((params[:, k] - CLOSED_FROM) / (CLOSED_AT - CLOSED_FROM)).clamp(0.0, 1.0)
             wgt = (t * t * (3 - 2 * t)).view(b, 1, 1, 1)

@@ -93,7 +93,7 @@ class MouthInterior(torch.nn.Module):
         sigma = BLUR_MATCH * max(float(look.blur_sigma), 0.5) * small
         r = max(int(np.ceil(2.5 * sigma)), 1)
         k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-        self.register_buffer("blur_k", torch.as_tensor(k / k.sum(), dtype=torch.float32))
+        self.blur_taps = [float(v) for v in k / k.sum()]  # python floats: no device, no dtype
         self.inset = 0.8 * sigma * small
 
     def forward(self, img: torch.Tensor, upper: torch.Tensor, lower: torch.Tensor,
@@ -104,7 +104,7 @@ class MouthInterior(torch.nn.Module):
         the head; tongue_tip (B,) 0..1: the tip at the front, under the upper teeth (th, l)."""
         b = img.shape[0]
         pts = torch.cat([upper, lower], 1)
-        pad = 2 + self.blur_k.shape[-1] // 2  # room for the blur around the opening
+        pad = 2 + len(self.blur_taps) // 2  # room for the blur around the opening
         lo_xy = (pts.amin((0, 1)) - pad).floor()
         hi_xy = (pts.amax((0, 1)) + pad + 1).ceil()
         bx0, by0, bx1, by1 = self.box
@@ -196,10 +196,14 @@ class MouthInterior(torch.nn.Module):
         region += alpha * (colour - region)
 
     def _blur(self, x: torch.Tensor) -> torch.Tensor:
-        r = self.blur_k.shape[-1] // 2
-        k = self.blur_k.to(x.dtype)
-        x = F.conv2d(F.pad(x, (r, r, 0, 0)), k.view(1, 1, 1, -1).expand(x.shape[1], 1, 1, -1), groups=x.shape[1])
-        return F.conv2d(F.pad(x, (0, 0, r, r)), k.view(1, 1, -1, 1).expand(x.shape[1], 1, -1, 1), groups=x.shape[1])
+        """Separable Gaussian blur of (B, C, h, w), zero outside, as shifted weighted sums: on a
+        mouth-sized tensor that is ~5x faster on CPU than a depthwise convolution."""
+        k = self.blur_taps
+        r = len(k) // 2
+        h, w = x.shape[-2:]
+        p = F.pad(x, (r, r, r, r))
+        rows = sum(k[i] * p[..., :, i:i + w] for i in range(len(k)))
+        return sum(k[i] * rows[..., i:i + h, :] for i in range(len(k)))
 
 
 def close_reference_mouth(image: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> np.ndarray:

@@ -38,6 +38,7 @@ NOSE_DEPTH = 0.16  # the nose's extra depth, in face widths
 HEAD_FADE = (1.0, 1.33)  # head weight falls from 1 to 0 between these ellipse radii
 ROI_RADIUS = 1.38
 INVERSION_STEPS = 3
+HEAD_INVERSION_STEPS = 2  # the head's field is smooth: two steps invert it to ~0.1 px
 
 
 def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
@@ -192,7 +193,7 @@ class WarpRenderer(torch.nn.Module):
         # inverted by the same fixed-point iteration.
         head = self._head_field(params, grid)
         head_back = -head
-        for _ in range(INVERSION_STEPS):
+        for _ in range(HEAD_INVERSION_STEPS):
             head_back = -self._sample_field(head, grid + head_back.permute(0, 2, 3, 1))
         total = head_back + self._sample_field(back, grid + head_back.permute(0, 2, 3, 1))
 
