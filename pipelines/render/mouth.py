@@ -104,11 +104,15 @@ class MouthInterior(torch.nn.Module):
         the head; tongue_tip (B,) 0..1: the tip at the front, under the upper teeth (th, l)."""
         b = img.shape[0]
         pts = torch.cat([upper, lower], 1)
-        pad = 2 + len(self.blur_taps) // 2  # room for the blur around the opening
+        pad = 1 + len(self.blur_taps) // 2  # room for the blur around the opening
         lo_xy = (pts.amin((0, 1)) - pad).floor()
         hi_xy = (pts.amax((0, 1)) + pad + 1).ceil()
         bx0, by0, bx1, by1 = self.box
-        lx, ly, hx, hy = (int(v) for v in torch.cat([lo_xy, hi_xy]).tolist())  # one device sync, not four
+        k_mid = upper.shape[1] // 2
+        widest = (lower[:, k_mid] - upper[:, k_mid]).norm(dim=-1).amax()
+        lx, ly, hx, hy, widest_px, tip_max = torch.cat([lo_xy, hi_xy, widest.view(1), tongue_tip.amax().view(1)]).tolist()
+        lx, ly, hx, hy = int(lx), int(ly), int(hx), int(hy)  # (one device sync for all of these)
+        wide = widest_px > 0.15 * self.W  # tongue and lower teeth only exist in wider openings
         x0, y0 = max(lx, bx0), max(ly, by0)
         x1, y1 = min(hx, bx1), min(hy, by1)
         if x1 <= x0 or y1 <= y0:
@@ -150,11 +154,14 @@ class MouthInterior(torch.nn.Module):
         depth = torch.minimum(torch.minimum(pv - v_up, v_lo - pv), half - pu.abs()).clamp_min(0)  # to the nearest lip
         cav = (0.55 + 0.45 * profile) * 0.8
         # tongue: a dome behind the lower teeth, visible once the jaw drops
-        dome = (1 - (pu / (0.72 * half)) ** 2).clamp_min(0).sqrt()
-        t_top = v_lo - (0.34 * gap).clamp_max(0.12 * W) * dome
-        t_alpha = _sat((pv - t_top) / s + 0.3) * _sat((gap - 0.16 * W) / (0.1 * W)) * _sat(dome * 3)
-        t_lit = 0.6 + 0.4 * torch.exp(-(pv - t_top).clamp_min(0) / (0.04 * W)) * dome
-        cav, tongue = cav * (1 - t_alpha), t_alpha * t_lit
+        if wide:
+            dome = (1 - (pu / (0.72 * half)) ** 2).clamp_min(0).sqrt()
+            t_top = v_lo - (0.34 * gap).clamp_max(0.12 * W) * dome
+            t_alpha = _sat((pv - t_top) / s + 0.3) * _sat((gap - 0.16 * W) / (0.1 * W)) * _sat(dome * 3)
+            t_lit = 0.6 + 0.4 * torch.exp(-(pv - t_top).clamp_min(0) / (0.04 * W)) * dome
+            cav, tongue = cav * (1 - t_alpha), t_alpha * t_lit
+        else:
+            tongue = torch.zeros_like(cav)
         # just inside the lips, their wet inner side (darker lip) before the dark; and a
         # nearly closed mouth shows only that, a lip crease, not a black line
         closed = _sat(1 - gap / (0.05 * W))
@@ -164,12 +171,15 @@ class MouthInterior(torch.nn.Module):
         keep = 1 - crease
         cav, tongue = cav * keep, tongue * keep
         # lower teeth: a band above the lower lip in wide openings, in the upper teeth's shadow
-        lt_h = (0.15 * gap).clamp_max(0.05 * W) * profile
-        lt = (_sat((pv - (v_lo - lt_h)) / s + 0.5) * _sat((gap - 0.26 * W) / (0.06 * W)) * _sat(profile * 3))
-        seams = 0.86 + 0.14 * torch.cos(pu * (torch.pi / (0.065 * W))).abs().sqrt()  # faint separations
-        keep = 1 - lt
-        weights = torch.stack([cav * keep, crease * keep, tongue * keep, lt * (0.55 + 0.45 * profile) * seams], 1)
-        colour = torch.einsum("bkhw,kc->bchw", weights, self.palette)
+        if widest_px > 0.2 * W:
+            lt_h = (0.15 * gap).clamp_max(0.05 * W) * profile
+            lt = (_sat((pv - (v_lo - lt_h)) / s + 0.5) * _sat((gap - 0.26 * W) / (0.06 * W)) * _sat(profile * 3))
+            seams = 0.86 + 0.14 * torch.cos(pu * (torch.pi / (0.065 * W))).abs().sqrt()  # faint separations
+            keep = 1 - lt
+            weights = torch.stack([cav * keep, crease * keep, tongue * keep, lt * (0.55 + 0.45 * profile) * seams], 1)
+            colour = torch.einsum("bkhw,kc->bchw", weights, self.palette)
+        else:
+            colour = torch.einsum("bkhw,kc->bchw", torch.stack([cav, crease, tongue], 1), self.palette[:3])
         # upper teeth: the strip, in the skull's frame
         o, eu, ev = teeth_frame[:, 0], teeth_frame[:, 1] - teeth_frame[:, 0], teeth_frame[:, 2] - teeth_frame[:, 0]
         dx, dy = px - o[:, 0].view(b, 1, 1), py - o[:, 1].view(b, 1, 1)
@@ -183,11 +193,12 @@ class MouthInterior(torch.nn.Module):
         colour = colour + t_a * (teeth[:, :3] - colour)
         # the tongue tip (th, dh, l): in front of the upper teeth's edge, filling the lower part
         # of the opening in the middle, lit from the front
-        tip = (1 - (pu / (0.42 * half)) ** 2).clamp_min(0)
-        tip_top = v_lo - (0.75 * gap).clamp_max(0.1 * W) * tip.sqrt()
-        tip_a = tongue_tip.view(b, 1, 1) * _sat((pv - tip_top) / s + 0.5) * _sat(tip * 4)
-        tip_lit = 0.8 + 0.25 * torch.exp(-(pv - tip_top).clamp_min(0) / (0.03 * W))
-        colour = colour + tip_a[:, None] * (self.tongue_tip * tip_lit[:, None] - colour)
+        if tip_max > 0:
+            tip = (1 - (pu / (0.42 * half)) ** 2).clamp_min(0)
+            tip_top = v_lo - (0.75 * gap).clamp_max(0.1 * W) * tip.sqrt()
+            tip_a = tongue_tip.view(b, 1, 1) * _sat((pv - tip_top) / s + 0.5) * _sat(tip * 4)
+            tip_lit = 0.8 + 0.25 * torch.exp(-(pv - tip_top).clamp_min(0) / (0.03 * W))
+            colour = colour + tip_a[:, None] * (self.tongue_tip * tip_lit[:, None] - colour)
         # The outline goes through the photo's point-spread (the interior's own detail, the
         # photographed teeth, already has it): as soft as the camera made every other edge.
         alpha = self._blur(inside[:, None])

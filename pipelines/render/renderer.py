@@ -214,9 +214,11 @@ class WarpRenderer(torch.nn.Module):
         def to_target(p: torch.Tensor) -> torch.Tensor:  # (B, M, 2) points -> where the head takes them
             return p + self._sample_field(head, p[:, None]).squeeze(2).transpose(1, 2)
 
-        up = self.smooth @ to_target(moved[:, self.i_inner_up])
-        lo = self.smooth @ to_target(moved[:, self.i_inner_lo])
-        self.mouth(roi, up, lo, to_target(self.teeth_frame.expand(b, -1, -1)), params[:, IDX["tongue"]])
+        k = len(self.i_inner_up)  # one sampling of the head's field for all the mouth's points
+        pts = to_target(torch.cat([moved[:, self.i_inner_up], moved[:, self.i_inner_lo],
+                                   self.teeth_frame.expand(b, -1, -1)], 1))
+        up, lo = self.smooth @ pts[:, :k], self.smooth @ pts[:, k:2 * k]
+        self.mouth(roi, up, lo, pts[:, 2 * k:], params[:, IDX["tongue"]])
 
         x0, y0, x1, y1 = self.roi
         if self.output == "yuv420p":
