@@ -287,3 +287,33 @@ def test_avatar_serve_starts_the_server() -> None:
     finally:
         proc.terminate()
         assert proc.wait(15) is not None
+
+
+def test_an_avatar_that_cannot_be_animated_is_refused_by_name_and_the_default_still_serves(tmp_path) -> None:
+    """An operator's extra avatar whose mouth is covered: a stream asking for it gets an
+    `unavailable` error that names it and says why; the same server streams the default."""
+    from PIL import Image
+
+    from pipelines.evaluation.test_portraits import occluded_mouth
+
+    path = tmp_path / "covered.png"
+    Image.fromarray(occluded_mouth("grey").image).save(path)
+
+    async def scenario() -> tuple[Error, bool]:
+        async with running_server(avatars={"covered": path}) as server:
+            ws = await raw(server)
+            await ws.send(json.dumps({"type": "config", "avatar": "covered"}))
+            [*_, err] = await events_until(ws, lambda e: isinstance(e, Error), timeout=30)
+            await ws.close()
+            ws = await raw(server)
+            await ws.send(json.dumps({"type": "config"}))
+            await events_until(ws, lambda e: isinstance(e, Ready))
+            await ws.send(json.dumps({"type": "say", "text": "Fine.", "id": "ok"}))
+            done = await events_until(ws, lambda e: isinstance(e, Done) and e.id == "ok", timeout=20)
+            await ws.close()
+            return err, bool(done)
+
+    err, served = asyncio.run(scenario())
+    assert err.code.value == "unavailable", err
+    assert "covered" in err.message and "cannot be animated" in err.message, err.message
+    assert served
