@@ -25,11 +25,15 @@ class PhotoLook:
     noise_sigma: float  # grain: std of the high-pass residual in smooth skin, in [0, 1] units
     skin: np.ndarray  # (3,) mean skin colour around the mouth, [0, 1]
     lip: np.ndarray  # (3,) mean lip colour
-    sharpest_edge: float  # the face's sharpest edge: 99.9th-percentile gradient magnitude, per px
 
     @property
     def skin_luma(self) -> float:
         return float(self.skin @ LUMA)
+
+    def light_gain(self, cap: float) -> float:
+        """How lit the skin around the mouth is against typical lit skin (luma 0.62), for
+        what we draw there; clipped to [0.35, cap]."""
+        return float(np.clip(self.skin_luma / 0.62, 0.35, cap))
 
 
 def polygon_mask(shape: tuple[int, int], poly: np.ndarray) -> np.ndarray:
@@ -93,5 +97,4 @@ def analyse(image: np.ndarray, lm: np.ndarray) -> PhotoLook:
     smooth = around & (mag <= np.quantile(mag[around], 0.5)) if around.sum() > 20 else face
     noise = float(1.4826 * np.median(np.abs(lap[smooth])) / np.sqrt(20.0))  # Laplacian gain: sqrt(20)
     return PhotoLook(blur_sigma=blur_sigma(luma, face), noise_sigma=float(np.clip(noise, 0.0, 0.05)),
-                     skin=skin.astype(np.float32), lip=lip.astype(np.float32),
-                     sharpest_edge=float(np.quantile(mag[face], 0.999)))
+                     skin=skin.astype(np.float32), lip=lip.astype(np.float32))

@@ -66,7 +66,7 @@ class MouthInterior(torch.nn.Module):
                  strip_half: float, strip_v0: float, mouth_width: float) -> None:
         super().__init__()
         self.box = box  # the most the interior can ever cover, in image coordinates
-        light = float(np.clip(look.skin_luma / 0.62, 0.35, 1.1))
+        light = look.light_gain(1.1)
         lip = torch.as_tensor(look.lip)
         cavity = lip * torch.tensor([0.36, 0.14, 0.13]) * light
         crease = lip * 0.5  # where closed lips meet: a darker lip line

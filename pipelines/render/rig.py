@@ -152,7 +152,6 @@ class FaceRig(torch.nn.Module):
         sag = np.zeros(n, np.float32)
         for name in ("up_in", "lo_in", "up_out", "lo_out"):
             sag[pos[name]] = meet_v(lip_u[pos[name]]) - chord[pos[name]]
-        self.sag = sag
         # Rounding releases the smile by bringing the corners down to the middle's level
         # (the middle stays: lifting it would bare the gum).
         sag_c = float(meet_v(np.array([0.5 * (c_r[0] + c_l[0])]))[0] - chord[pos["up_in"]].mean())
@@ -175,12 +174,6 @@ class FaceRig(torch.nn.Module):
             below = _interp_v(local[upper, 0], local[lower, 0], local[lower, 1])
             lid[upper] = LID_UPPER * (below - local[upper, 1])
             lid[lower] = -0.08 * (_interp_v(local[lower, 0], local[upper, 0], local[upper, 1]) - local[lower, 1])
-            # the iris goes under the closing lids, to the line where they meet (pinned, it
-            # would hold the eye open)
-            iris = pos[f"iris_{side}"]
-            up_at = _interp_v(local[iris, 0], local[upper, 0], local[upper, 1])
-            lo_at = _interp_v(local[iris, 0], local[lower, 0], local[lower, 1])
-            lid[iris] = (lo_at - 0.08 * (lo_at - up_at)) - local[iris, 1]
 
         # Everything but the inner-lip pairing is linear in the parameters: precompute it as
         # displacement = rest + p @ A, with A (N_PARAMS, N, 2).

@@ -36,7 +36,7 @@ def _interp_line(u: np.ndarray, pts_u: np.ndarray, pts_v: np.ndarray) -> np.ndar
 def teeth_light(look: PhotoLook) -> np.ndarray:
     """Enamel colour in this photo's light: the skin's brightness relative to typical lit
     skin, and a third of its colour cast."""
-    gain = float(np.clip(look.skin_luma / 0.62, 0.35, 1.05))
+    gain = look.light_gain(1.05)
     cast = look.skin / max(float(look.skin.mean()), 1e-3)
     colour = TEETH_BASE * gain * (0.7 + 0.3 * cast)
     return np.clip(colour, 0.0, MAX_TEETH).astype(np.float32)
