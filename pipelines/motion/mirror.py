@@ -135,7 +135,11 @@ class CallArticulate(LiveArticulate):
         self.mirror_hold_s = mirror_hold_s
         self.buffer = MirrorBuffer()
         self.mirrored_frames = 0
-        self.stale_frames = 0  # mirrored frames whose instant the model had not reached yet (held mouth)
+        # Mirrored frames showing a mouth from before their own display interval: the model had
+        # not reached the interval's start in time (held mouth). A mouth from inside the 1/fps
+        # interval (aiortc's chunk bursts leave it 10-20 ms short of the middle now and then)
+        # is that frame's mouth and is not counted.
+        self.stale_frames = 0
 
     def _lead_s(self) -> float:
         return -self.mirror_hold_s if self.mirror else self.lookahead_s
@@ -156,7 +160,7 @@ class CallArticulate(LiveArticulate):
         if mouth is not None:
             params[MOUTH] = mouth
             self.mirrored_frames += 1
-            self.stale_frames += self.buffer.ahead(t + 0.5 / self.fps)
+            self.stale_frames += self.buffer.ahead(t)
         samples = self.buffer.audio(t, a1 - a0, self.sample_rate)
         stamp = ctx.stamp(k / self.fps)
         await ctx.output("audio").put(AudioFrame(pts=a0, time_base=self._atb, samples=samples,
