@@ -85,9 +85,11 @@ class DcBlocker:
 
 class StreamingResampler:
     """`push` chunks of (n,) or interleaved (n, channels) samples at `in_rate`, int or float;
-    get 16 kHz mono float32 in [-1, 1]. `flush` at end of stream returns the filter's tail."""
+    get 16 kHz (or `out_rate`) mono float32 in [-1, 1]. `flush` at end of stream returns the
+    filter's tail."""
 
-    def __init__(self, in_rate: int, channels: int = 1, *, highpass_hz: float | None = HIGHPASS_HZ) -> None:
+    def __init__(self, in_rate: int, channels: int = 1, *, highpass_hz: float | None = HIGHPASS_HZ,
+                 out_rate: int = OUT_RATE) -> None:
         if not (MIN_RATE <= int(in_rate) <= MAX_RATE):
             raise ValueError(f"sample rate {in_rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
         if not (1 <= int(channels) <= 8):
@@ -96,10 +98,13 @@ class StreamingResampler:
         self.channels = int(channels)
         self.stats = ResamplerStats()
         self._time_base = Fraction(1, self.in_rate)
+        if not (MIN_RATE <= int(out_rate) <= MAX_RATE):
+            raise ValueError(f"output sample rate {out_rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
+        self.out_rate = int(out_rate)
         self._swr: av.AudioResampler | None = (
-            None if self.in_rate == OUT_RATE  # nothing to resample: no filter delay either
-            else av.AudioResampler(format="flt", layout="mono", rate=OUT_RATE))
-        self._highpass = DcBlocker() if highpass_hz else None
+            None if self.in_rate == self.out_rate  # nothing to resample: no filter delay either
+            else av.AudioResampler(format="flt", layout="mono", rate=self.out_rate))
+        self._highpass = DcBlocker(self.out_rate, highpass_hz) if highpass_hz else None
         self._flushed = False
 
     def _mono(self, chunk: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .params import IDLE, PARAM_NAMES
+from .params import IDLE, IDX, PARAM_NAMES
 
 BLINK_GAP_S = (2.0, 6.0)
 BLINK_CLOSE_S, BLINK_HOLD_S, BLINK_OPEN_S = 0.08, 0.04, 0.15
@@ -114,3 +114,22 @@ class SpeechAccent:
         rate = 0.35 if target > self._out else 0.08  # up quickly, down slowly
         self._out += rate * (target - self._out)
         return self.lift * self._out
+
+
+class Liveliness:
+    """Idle life and speech accents added to a session's motion, one frame at a time (what
+    the `idle` stage does to each frame; also the Pipecat face, integrations/speech_face.py)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.idle = IdleMotion(seed)
+        self.accent = SpeechAccent()
+        self._speaking = 0.0
+
+    def apply(self, params: np.ndarray, time: float) -> np.ndarray:
+        """`params` (N_PARAMS,) for media time `time` (seconds, increasing), with life added."""
+        # liveliness follows how much the jaw has been moving lately (smoothed)
+        self._speaking += 0.15 * (min(1.0, 2.0 * float(params[0])) - self._speaking)
+        out = params.copy()
+        out[IDLE] += self.idle.params(np.array([time]), np.array([self._speaking]))[0]
+        out[IDX["brow_raise"]] += self.accent.step(float(params[IDX["jaw_open"]]))
+        return out

@@ -9,8 +9,8 @@ import numpy as np
 from pipelines.speech.types import Utterance
 from realtime import AudioFrame, MapStage, Stage, StageContext
 
-from .idle import IdleMotion, SpeechAccent
-from .params import IDLE, IDX, MOUTH, N_PARAMS, TONGUE, MotionFrame, video_time_base
+from .idle import Liveliness
+from .params import MOUTH, N_PARAMS, TONGUE, MotionFrame, video_time_base
 from .visemes import mouth_params, tongue_params
 
 
@@ -109,17 +109,9 @@ class Animate(MapStage):
 
     def __init__(self, name: str, *, seed: int = 0, budget_s: float = 0.005) -> None:
         super().__init__(name, budget_s=budget_s)
-        self.idle = IdleMotion(seed)
-        self.accent = SpeechAccent()
-        self._speaking = 0.0
+        self.life = Liveliness(seed)
 
     async def process(self, frame: Any, ctx: StageContext) -> AsyncIterator[Any]:
         assert isinstance(frame, MotionFrame)
-        # liveliness follows how much the jaw has been moving lately (smoothed)
-        self._speaking += 0.15 * (min(1.0, 2.0 * float(frame.params[0])) - self._speaking)
-        idle = self.idle.params(np.array([frame.time]), np.array([self._speaking]))[0]
-        params = frame.params.copy()
-        params[IDLE] += idle
-        params[IDX["brow_raise"]] += self.accent.step(float(frame.params[IDX["jaw_open"]]))
-        frame.params = params
+        frame.params = self.life.apply(frame.params, frame.time)
         yield frame
