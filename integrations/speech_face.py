@@ -128,6 +128,7 @@ class FaceFrame:
     image: np.ndarray  # (size, size, 3) uint8 RGB
     audio: np.ndarray | None  # int16 mono at `sample_rate` for the frame's 1/fps; None: not speaking
     sample_rate: int
+    done: tuple[Any, ...] = ()  # end_of_speech markers whose speech ended with this frame
 
 
 @dataclass(slots=True)
@@ -142,6 +143,7 @@ class _Stretch:
     model: StreamingAudioToMotion | None = None
     heard_s: float = 0.0  # seconds of audio given to the model (flush silence excluded)
     flushed: bool = False
+    markers: list[Any] = field(default_factory=list)  # given back when its last frame is made
     times: list[np.ndarray] = field(default_factory=list)  # model instants, s from `start`
     mouth: list[np.ndarray] = field(default_factory=list)
     arrivals: deque[tuple[int, float]] = field(default_factory=deque)  # (first sample, entered)
@@ -166,14 +168,7 @@ class SpeechFace:
 
     def __init__(self, engines: FaceEngines, *, fps: int = 25, lookahead_ms: int = 40, lead_frames: int = 2,
                  seed: int = 0, sample_rate: int | None = None) -> None:
-        if not 1 <= fps <= 60:
-            raise ValueError(f"fps must be 1-60, got {fps}")
-        if lookahead_ms not in LOOKAHEADS_MS:
-            raise ValueError(f"lookahead_ms must be one of {LOOKAHEADS_MS} (the lip model's heads), got {lookahead_ms}")
-        if not 0 <= lead_frames <= 10:
-            raise ValueError(f"lead_frames must be 0-10, got {lead_frames}")
-        if sample_rate is not None and not MIN_RATE <= sample_rate <= MAX_RATE:
-            raise ValueError(f"sample_rate must be {MIN_RATE}-{MAX_RATE} Hz, got {sample_rate}")
+        self.check(fps=fps, lookahead_ms=lookahead_ms, lead_frames=lead_frames, sample_rate=sample_rate)
         self.engines, self.fps, self.lookahead_s = engines, fps, lookahead_ms / 1000
         self.lookahead_ms, self.lead_frames = lookahead_ms, lead_frames
         self.sample_rate = sample_rate  # the output's; None: that of the first speech pushed
@@ -188,6 +183,28 @@ class SpeechFace:
         self._model_task: asyncio.Task[None] | None = None
         self._last_mouth = np.zeros(MOUTH.stop - MOUTH.start, np.float32)
         self._last_image: np.ndarray | None = None
+        self._loose_markers: list[Any] = []
+
+    @staticmethod
+    def check(*, fps: int = 25, lookahead_ms: int = 40, lead_frames: int = 2, seed: int = 0,
+              sample_rate: int | None = None) -> None:
+        """Raises ValueError for settings a face cannot have (before anything is loaded)."""
+        if not 1 <= fps <= 60:
+            raise ValueError(f"fps must be 1-60, got {fps}")
+        if lookahead_ms not in LOOKAHEADS_MS:
+            raise ValueError(f"lookahead_ms must be one of {LOOKAHEADS_MS} (the lip model's heads), got {lookahead_ms}")
+        if not 0 <= lead_frames <= 10:
+            raise ValueError(f"lead_frames must be 0-10, got {lead_frames}")
+        if sample_rate is not None and not MIN_RATE <= sample_rate <= MAX_RATE:
+            raise ValueError(f"sample_rate must be {MIN_RATE}-{MAX_RATE} Hz, got {sample_rate}")
+
+    def queued_s(self) -> float:
+        """Seconds of speech pushed and not yet shown."""
+        rate = self.sample_rate
+        if not rate:
+            return 0.0
+        now = self._boundary(self._next, rate)
+        return sum(s.samples if s.start is None else max(0, self._end(s) - now) for s in self._stretches) / rate
 
     # ---- the speech side -------------------------------------------------------------
 
@@ -255,8 +272,15 @@ class SpeechFace:
                 short = max(0.0, need - s.samples / self.sample_rate)
                 s.start = max(k, s.after, k + int(np.ceil(short * self.fps)))
 
-    def end_of_speech(self) -> None:
-        """The speaker has finished (a TTS's stop): the mouth's last instants need no more audio."""
+    def end_of_speech(self, marker: Any = None) -> None:
+        """The speaker has finished (a TTS's stop): the mouth's last instants need no more audio.
+        `marker` comes back in `FaceFrame.done` of the frame that shows the end of this speech
+        (right away, in the next frame, if there is none queued)."""
+        if marker is not None:
+            if self._stretches:
+                self._stretches[-1].markers.append(marker)
+            else:
+                self._loose_markers.append(marker)
         if self._stretches and not self._stretches[-1].flushed:
             self._stretches[-1].flushed = True
             self._model_jobs.put_nowait((self._stretches[-1], np.zeros(0, np.float32)))  # flush
@@ -280,6 +304,7 @@ class SpeechFace:
             s.flushed = True
             keep.append(s)
         self._stretches = keep
+        self._loose_markers.clear()
         self.stats.dropped_audio_s += dropped
         # the model's queued work is for speech nobody will see
         while not self._model_jobs.empty():
@@ -345,7 +370,7 @@ class SpeechFace:
     async def _make(self, k: int, renderer: BatchingWorker[Any, Any]) -> FaceFrame:
         due = self.engines.origin + k / self.fps
         self._anchor(k)
-        audio, stretch, arrivals = self._take_audio(k)
+        audio, stretch, arrivals, done = self._take_audio(k)
         params = np.zeros(N_PARAMS, np.float32)
         if stretch is not None:
             assert stretch.start is not None
@@ -386,12 +411,15 @@ class SpeechFace:
         for entered, passthrough in arrivals:
             self.stats.added_latency_s.append(now - max(entered, passthrough))
         assert self._last_image is not None
-        return FaceFrame(k, due, self._last_image, audio, self.sample_rate or 0)
+        return FaceFrame(k, due, self._last_image, audio, self.sample_rate or 0, done)
 
-    def _take_audio(self, k: int) -> tuple[np.ndarray | None, _Stretch | None, list[tuple[float, float]]]:
-        """Frame k's speech (None if none), its stretch, and for each chunk whose first sample
-        it shows: (when it entered, when a pass-through would have started playing it)."""
+    def _take_audio(self, k: int) -> tuple[np.ndarray | None, _Stretch | None, list[tuple[float, float]], tuple[Any, ...]]:
+        """Frame k's speech (None if none), its stretch, for each chunk whose first sample it
+        shows (when it entered, when a pass-through would have started playing it), and the
+        markers of speech that ends with it."""
         rate = self.sample_rate
+        done = tuple(self._loose_markers)
+        self._loose_markers.clear()
         while self._stretches and rate:
             s = self._stretches[0]
             assert s.start is not None
@@ -399,9 +427,10 @@ class SpeechFace:
                 self._boundary(k + 1, rate) - self._boundary(s.start, rate)
             if a0 >= s.samples:
                 self._stretches.popleft()  # over: speech pushed from now on starts a new stretch
+                done += tuple(s.markers)
                 continue
             if a1 <= 0:
-                return None, None, []  # it starts later
+                return None, None, [], done  # it starts later
             if len(s.audio) > 1:
                 s.audio = [np.concatenate(s.audio)]
             whole = s.audio[0]
@@ -413,5 +442,8 @@ class SpeechFace:
                 first, entered = s.arrivals.popleft()
                 # a pass-through plays the stretch from its first chunk's arrival on
                 arrivals.append((entered, s.entered + first / rate))
-            return out, s, arrivals
-        return None, None, []
+            if a1 >= s.samples and s.flushed:  # its last frame
+                self._stretches.popleft()
+                done += tuple(s.markers)
+            return out, s, arrivals, done
+        return None, None, [], done
