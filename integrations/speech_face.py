@@ -225,7 +225,11 @@ class SpeechFace:
         if not 1 <= int(channels) <= MAX_CHANNELS:
             self.stats.rejected_chunks += 1
             raise ValueError(f"speech audio with {channels} channels: the face takes 1-{MAX_CHANNELS}")
-        x = np.frombuffer(pcm, dtype=np.int16) if isinstance(pcm, bytes | bytearray | memoryview) else np.asarray(pcm)
+        if isinstance(pcm, bytes | bytearray | memoryview):
+            raw = memoryview(pcm).cast("B")
+            x = np.frombuffer(raw[: len(raw) - len(raw) % 2], dtype=np.int16)  # a torn last byte is dropped
+        else:
+            x = np.asarray(pcm)
         x = x[: len(x) - len(x) % channels].reshape(-1, channels)  # a torn last frame is dropped
         if len(x) == 0:
             return 0.0

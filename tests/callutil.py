@@ -47,14 +47,26 @@ class Received:
     rtp_origin: dict[str, int] = field(default_factory=dict)  # aiortc counts received pts from the first
 
     def sender_times(self, kind: str) -> np.ndarray:
-        """The sender's clock time of each received frame of `kind`, from its first SR."""
+        """The sender's clock time of each received frame of `kind`: its RTP timestamps mapped
+        through a line fitted to all the track's sender reports (one SR: the nominal rate). A
+        track whose RTP clock runs off its wall clock (Pipecat's video track stamps 1/30 s per
+        frame, whatever rate it is fed at) is mapped as its reports say, not drifting away."""
         if not self.sr[kind]:
             raise AssertionError(f"no RTCP sender report received for {kind}")
-        rtp0, ntp0 = self.sr[kind][0]
         rate = 90000 if kind == "video" else 48000
-        pts = np.array(self.video_pts if kind == "video" else self.audio_pts, dtype=np.int64) + self.rtp_origin[kind]
-        diff = (pts - rtp0 + 2**31) % 2**32 - 2**31  # RTP timestamps wrap at 32 bits
-        return ntp0 + diff / rate
+        rtp0, ntp0 = self.sr[kind][0]
+
+        def unwrap(ts: np.ndarray) -> np.ndarray:  # RTP timestamps wrap at 32 bits
+            return (ts - rtp0 + 2**31) % 2**32 - 2**31
+
+        sr_rtp = unwrap(np.array([r for r, _ in self.sr[kind]], dtype=np.int64)).astype(np.float64)
+        sr_ntp = np.array([n for _, n in self.sr[kind]]) - ntp0
+        pts = unwrap(np.array(self.video_pts if kind == "video" else self.audio_pts, dtype=np.int64)
+                     + self.rtp_origin[kind]).astype(np.float64)
+        if len(sr_rtp) < 2 or np.ptp(sr_rtp) < rate:  # under a second of reports: no fit
+            return ntp0 + pts / rate
+        slope, offset = np.polyfit(sr_rtp, sr_ntp, 1)
+        return ntp0 + offset + slope * pts
 
 
 class CallClient:
@@ -164,6 +176,20 @@ class CallClient:
         if self.player is not None and self.player.audio is not None:
             self.player.audio.stop()
         return status
+
+
+def envelope_at(times: list[float] | np.ndarray, audio: list[tuple[float, np.ndarray, int]],
+                window: float = 0.04) -> np.ndarray:
+    """Loudness (dB) of audio in the `window` before each time, by its wall-clock time: a frame
+    stamped t covers [t - its duration, t)."""
+    starts = np.array([t - len(x) / r for t, x, r in audio])
+    ends = np.array([t for t, _, _ in audio])
+    energy = np.array([float(np.mean(x.astype(np.float64) ** 2)) for _, x, _ in audio])
+    out = np.empty(len(times))
+    for i, t in enumerate(times):
+        sel = (ends > t - window) & (starts < t)
+        out[i] = 10 * np.log10(energy[sel].mean() + 1e-10) if sel.any() else -100.0
+    return np.maximum(out - out.max(), -50.0)
 
 
 def rgb(frame: Any) -> np.ndarray:

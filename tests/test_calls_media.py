@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from callutil import CallClient, rgb, server_process
+from callutil import CallClient, envelope_at, rgb, server_process
 from pipelines.evaluation.lipsync import MouthProbe, mouth_gaps, pearson
 from pipelines.render.avatar import default_avatar
 from pipelines.speech.tts import SpeechSynthesizer
@@ -29,19 +29,6 @@ def _speech_wav(path: Path, lead_s: float = 0.5, repeat: int = 3) -> Path:
         parts += [synth.synthesize(text).audio, np.zeros(int(0.4 * 22050), np.float32)]
     sf.write(path, np.concatenate(parts), 22050)
     return path
-
-
-def _envelope_at(times: list[float], audio: list[tuple[float, np.ndarray, int]]) -> np.ndarray:
-    """Loudness (dB) of audio around each time, by its wall-clock time: a frame stamped t
-    covers [t - its duration, t)."""
-    starts = np.array([t - len(x) / r for t, x, r in audio])
-    ends = np.array([t for t, _, _ in audio])
-    energy = np.array([float(np.mean(x.astype(np.float64) ** 2)) for _, x, _ in audio])
-    out = np.empty(len(times))
-    for i, t in enumerate(times):
-        sel = (ends > t - 0.04) & (starts < t)
-        out[i] = 10 * np.log10(energy[sel].mean() + 1e-10) if sel.any() else -100.0
-    return np.maximum(out - out.max(), -50.0)
 
 
 @pytest.mark.timeout(180)
@@ -79,7 +66,7 @@ def test_mirror_call_streams_25fps_and_the_mouth_follows_the_caller(tmp_path: Pa
     # the mirror delay, the playout budget): recorded, bounded loosely here.
     assert client.mic is not None
     times = [t for t, _ in window]
-    sent = _envelope_at(times, client.mic.sent)
+    sent = envelope_at(times, client.mic.sent)
     lags = list(range(0, 16))
     scores = [pearson(gaps[k:], sent[: len(sent) - k]) for k in lags]
     assert max(scores) >= 0.5, scores
@@ -93,7 +80,7 @@ def test_mirror_call_streams_25fps_and_the_mouth_follows_the_caller(tmp_path: Pa
     first = int(np.searchsorted(video_t, video_t[0] + 0.5))
     shown = video_t[first:first + 250]
     avatar_audio = [(t + len(x) / r, x, r) for t, (_, x, r) in zip(audio_t, got.audio, strict=True)]
-    heard = _envelope_at([t + 0.04 for t in shown], avatar_audio)  # each frame's display interval
+    heard = envelope_at([t + 0.04 for t in shown], avatar_audio)  # each frame's display interval
     mouth = mouth_gaps([rgb(f) for _, f in video[first:first + len(shown)]], probe)
     lags = list(range(-4, 5))  # frames; positive: the mouth after the sound
     scores = [pearson(mouth[max(k, 0):len(mouth) + min(k, 0)], heard[max(-k, 0):len(heard) - max(k, 0)])

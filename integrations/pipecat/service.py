@@ -43,8 +43,9 @@ class AvatarVideoService(FrameProcessor):
     """Turns the TTS audio frames that pass through it into a talking face and that audio, in sync.
 
     Parameters: `portrait` (an image file with one face; None: the default avatar), `size`
-    (pixels, square), `fps` (25: each frame's audio is one 40 ms chunk of Pipecat's output
-    transport), `lookahead_ms` (how far past an instant the lip model listens: 40), `lead_frames`
+    (pixels, square), `fps` (25: each image's audio is one 40 ms chunk of the output transport,
+    so Pipecat's audio sync shows it exactly when its audio starts; docs/pipecat.md),
+    `lookahead_ms` (how far past an instant the lip model listens: 40), `lead_frames`
     (frames made ahead of their time, for the transport's queue: 2), `device` ("cpu", "cuda"),
     `seed` (idle motion), `engines` (a `FaceEngines` to use instead of the process-wide one).
     """
@@ -127,8 +128,9 @@ class AvatarVideoService(FrameProcessor):
         size = (self._size, self._size)
         try:
             async for f in self.face.frames():
-                await self.push_frame(OutputImageRawFrame(image=f.image.tobytes(), size=size, format="RGB",
-                                                          sync_with_audio=True))
+                image = OutputImageRawFrame(image=f.image.tobytes(), size=size, format="RGB")
+                image.sync_with_audio = True  # shown when the audio before it has been sent
+                await self.push_frame(image)
                 if f.audio is not None:
                     await self.push_frame(TTSAudioRawFrame(audio=f.audio.tobytes(), sample_rate=f.sample_rate,
                                                            num_channels=1, context_id=self._context_id))

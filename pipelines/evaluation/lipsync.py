@@ -51,6 +51,15 @@ def mouth_gaps(frames: Sequence[np.ndarray] | np.ndarray, probe: MouthProbe) -> 
     return out
 
 
+def mouth_areas(frames: Sequence[np.ndarray] | np.ndarray, probe: MouthProbe) -> np.ndarray:
+    """Mouth opening per frame as its area over its width (mean interior rows per column): like
+    `mouth_gaps` but not whole pixels, so a small face's few-pixel openings still grade."""
+    out = np.empty(len(frames), dtype=np.float32)
+    for i, f in enumerate(frames):
+        out[i] = float(interior_mask(np.asarray(f)[probe.y0:probe.y1, probe.x0:probe.x1]).sum(0).mean())
+    return out
+
+
 def loudness_envelope(samples: np.ndarray, sample_rate: int, fps: float, n_frames: int,
                       floor_db: float = -50.0) -> np.ndarray:
     """Loudness per video frame: RMS over the frame's audio in dB re the loudest frame,
