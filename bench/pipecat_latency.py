@@ -2,7 +2,7 @@
 AvatarVideoService to the frame that shows that instant leaving it, for one and for two
 pipelines in one process (sharing one batching renderer), with the TTS audio arriving as
 Piper's service gives it (a sentence in a burst) and as a streaming TTS does (20 ms chunks in
-real time). Writes bench/out/pipecat_latency.json and a histogram PNG.
+real time; also with the lip model's 0 ms look-ahead). Writes bench/out/pipecat_latency.json and a histogram PNG.
 
     .venv/bin/python -m bench.pipecat_latency [--size 256] [--fps 25] [--sentences 4]
 """
@@ -26,14 +26,15 @@ SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Pack my box with f
              "How vexingly quick daft zebras jump."]
 
 
-async def _one_setting(n: int, mode: str, speech: list[tuple[np.ndarray, int]], size: int, fps: int) -> dict:
+async def _one_setting(n: int, mode: str, speech: list[tuple[np.ndarray, int]], size: int, fps: int,
+                       lookahead_ms: int = 40) -> dict:
     from pipecat.frames.frames import TTSStoppedFrame
 
     from integrations.pipecat import AvatarVideoService
     from integrations.speech_face import close_shared_engines
     from pipecatharness import start, tts_frames
 
-    services = [AvatarVideoService(size=size, fps=fps) for _ in range(n)]
+    services = [AvatarVideoService(size=size, fps=fps, lookahead_ms=lookahead_ms) for _ in range(n)]
     runs = [await start(s) for s in services]
     renderer = services[0].engines.renderer  # type: ignore[union-attr]
     calls0, items0 = renderer.stats.calls, renderer.stats.items
@@ -61,7 +62,7 @@ async def _one_setting(n: int, mode: str, speech: list[tuple[np.ndarray, int]], 
     faces = [s.face for s in services]
     lat = np.array([x for f in faces for x in f.stats.added_latency_s])  # type: ignore[union-attr]
     out = {
-        "pipelines": n, "tts": mode, "chunks_timed": int(len(lat)),
+        "pipelines": n, "tts": mode, "lookahead_ms": lookahead_ms, "chunks_timed": int(len(lat)),
         "added_latency_ms": {"p50": round(float(np.percentile(lat, 50)) * 1000, 1),
                              "p99": round(float(np.percentile(lat, 99)) * 1000, 1),
                              "max": round(float(lat.max()) * 1000, 1)},
@@ -103,10 +104,10 @@ def main(argv: list[str] | None = None) -> dict:
         speech.append(((np.clip(u.audio, -1, 1) * 32767).astype(np.int16), u.sample_rate))
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
                "size": args.size, "fps": args.fps, "settings": []}
-    settings = [(1, "burst"), (1, "streaming"), (2, "burst"), (2, "streaming")]
-    for i, (n, mode) in enumerate(settings, 1):
-        print(f"[{i}/{len(settings)}] {n} pipeline(s), {mode} TTS", flush=True)
-        r = asyncio.run(_one_setting(n, mode, speech, args.size, args.fps))
+    settings = [(1, "burst", 40), (1, "streaming", 40), (1, "streaming", 0), (2, "burst", 40), (2, "streaming", 40)]
+    for i, (n, mode, la) in enumerate(settings, 1):
+        print(f"[{i}/{len(settings)}] {n} pipeline(s), {mode} TTS, look-ahead {la} ms", flush=True)
+        r = asyncio.run(_one_setting(n, mode, speech, args.size, args.fps, la))
         lat = r["added_latency_ms"]
         print(f"    added latency p50 {lat['p50']} ms, p99 {lat['p99']} ms, max {lat['max']} ms over "
               f"{r['chunks_timed']} chunks; stale {r['stale_frames']}/{r['speaking_frames']} speaking frames, "
@@ -132,7 +133,7 @@ def _plot(results: dict, path: str) -> None:
         ax.hist(np.array(r["latencies_s"]) * 1000, bins=30, color="tab:blue")
         ax.axvline(r["added_latency_ms"]["p99"], color="r", ls="--", label=f"p99 {r['added_latency_ms']['p99']} ms")
         ax.axvline(100, color="k", ls=":", label="100 ms")
-        ax.set_title(f"{r['pipelines']} pipeline(s), {r['tts']}")
+        ax.set_title(f"{r['pipelines']} pipeline(s), {r['tts']}, {r['lookahead_ms']} ms", fontsize=9)
         ax.set_xlabel("added latency (ms)")
         ax.legend(fontsize=8)
     axes[0].set_ylabel("TTS chunks")

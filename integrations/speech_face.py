@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 MODEL_RATE = 16000
 MAX_CHANNELS = 8
 LOOKAHEADS_MS = (0, 20, 40, 60, 80, 100, 120)  # the shipped lip model's heads
+MODEL_CALL_MAX_S = 0.2  # the most speech the lip model hears in one call
 
 
 class FaceEngines:
@@ -177,7 +178,7 @@ class SpeechFace:
         self._next = self._frame_at(time.monotonic())  # the next frame to make
         self._stretches: deque[_Stretch] = deque()
         self._resamplers: dict[tuple[int, int], tuple[StreamingResampler, StreamingResampler | None]] = {}
-        self._model_jobs: asyncio.Queue[tuple[_Stretch, np.ndarray | None]] = asyncio.Queue()
+        self._model_jobs: deque[tuple[_Stretch, np.ndarray | None]] = deque()  # (None: a new stream)
         self._model_idle = asyncio.Event()
         self._model_idle.set()
         self._model_task: asyncio.Task[None] | None = None
@@ -252,11 +253,11 @@ class SpeechFace:
             after = 0 if cur is None or cur.start is None else -(-self._end(cur) * self.fps // self.sample_rate)
             cur = _Stretch(entered=now, after=after)
             self._stretches.append(cur)
-            self._model_jobs.put_nowait((cur, None))  # a fresh model stream
+            self._model_jobs.append((cur, None))  # a fresh model stream
         cur.arrivals.append((cur.samples, now))
         cur.audio.append(speech)
         cur.samples += len(speech)
-        self._model_jobs.put_nowait((cur, heard))
+        self._model_jobs.append((cur, heard))
         self._model_idle.clear()
         self._ensure_model_task()
         return seconds
@@ -274,7 +275,9 @@ class SpeechFace:
             if s.start is None and self.sample_rate:
                 need = 0.5 / self.fps + self.lookahead_s + 0.01
                 short = max(0.0, need - s.samples / self.sample_rate)
-                s.start = max(k, s.after, k + int(np.ceil(short * self.fps)))
+                # as many frames later as the rest takes to come in at the pace it is coming
+                ready = k + int(np.ceil(short * self.fps - 1e-9))
+                s.start = max(k, s.after, ready)
 
     def end_of_speech(self, marker: Any = None) -> None:
         """The speaker has finished (a TTS's stop): the mouth's last instants need no more audio.
@@ -287,7 +290,7 @@ class SpeechFace:
                 self._loose_markers.append(marker)
         if self._stretches and not self._stretches[-1].flushed:
             self._stretches[-1].flushed = True
-            self._model_jobs.put_nowait((self._stretches[-1], np.zeros(0, np.float32)))  # flush
+            self._model_jobs.append((self._stretches[-1], np.zeros(0, np.float32)))  # flush
             self._model_idle.clear()
             self._ensure_model_task()
 
@@ -311,8 +314,8 @@ class SpeechFace:
         self._loose_markers.clear()
         self.stats.dropped_audio_s += dropped
         # the model's queued work is for speech nobody will see
-        while not self._model_jobs.empty():
-            self._model_jobs.get_nowait()
+        while self._model_jobs:
+            self._model_jobs.popleft()
         return dropped
 
     # ---- the lip model -------------------------------------------------------------
@@ -324,8 +327,8 @@ class SpeechFace:
     async def _run_model(self) -> None:
         worker = self.engines.motion
         assert worker is not None, "FaceEngines not started"
-        while not self._model_jobs.empty():
-            stretch, heard = self._model_jobs.get_nowait()
+        while self._model_jobs:
+            stretch, heard = self._model_jobs.popleft()
             if heard is None:
                 stretch.model = worker.engine.stream(self.lookahead_ms)  # type: ignore[attr-defined]
                 continue
@@ -333,6 +336,18 @@ class SpeechFace:
             if len(heard) == 0:  # flush: silence past the end, so the last instants are described
                 heard = np.zeros(int(MODEL_RATE * (self.lookahead_s + 0.05)), np.float32)
             else:
+                # A burst (a sentence in 20 ms frames) is heard in calls of up to
+                # MODEL_CALL_MAX_S, not one per frame (a thread hop each keeps the loop and the
+                # other faces waiting), nor all at once (the first frames would wait for it all).
+                more, total = [], len(heard)
+                while self._model_jobs and total < MODEL_CALL_MAX_S * MODEL_RATE:
+                    nxt, nxt_heard = self._model_jobs[0]
+                    if nxt is not stretch or nxt_heard is None or len(nxt_heard) == 0:
+                        break
+                    total += len(nxt_heard)
+                    more.append(self._model_jobs.popleft()[1])
+                if more:
+                    heard = np.concatenate([heard, *more])
                 stretch.heard_s += len(heard) / MODEL_RATE
             [(times, mouth)] = await worker.run([(stretch.model, heard)])
             if len(times):
