@@ -1,8 +1,10 @@
 """What the Pipecat avatar service adds: seconds from a TTS audio frame entering
 AvatarVideoService to the frame that shows that instant leaving it, for one and for two
 pipelines in one process (sharing one batching renderer), with the TTS audio arriving as
-Piper's service gives it (a sentence in a burst) and as a streaming TTS does (20 ms chunks in
-real time; also with the lip model's 0 ms look-ahead). Writes bench/out/pipecat_latency.json and a histogram PNG.
+"sentence": each sentence in one frame, as Pipecat's Piper service sends it; "burst": each
+sentence at once in 20 ms frames; "streaming": 20 ms frames in real time (a TTS that streams;
+also with the lip model's 0 ms look-ahead).
+Writes bench/out/pipecat_latency.json and a histogram PNG.
 
     .venv/bin/python -m bench.pipecat_latency [--size 256] [--fps 25] [--sentences 4]
 """
@@ -23,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the pi
 
 SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Pack my box with five dozen liquor jugs.",
              "We promptly judged antique ivory buckles for the next prize.",
-             "How vexingly quick daft zebras jump."]
+             "How vexingly quick daft zebras jump.", "Sphinx of black quartz, judge my vow.",
+             "The five boxing wizards jump quickly."]
 
 
 async def _one_setting(n: int, mode: str, speech: list[tuple[np.ndarray, int]], size: int, fps: int,
@@ -44,11 +47,14 @@ async def _one_setting(n: int, mode: str, speech: list[tuple[np.ndarray, int]], 
     async def talk(run, seed: int) -> None:
         await asyncio.sleep(0.13 * seed)  # the pipelines do not start speaking in step
         for i, (pcm, rate) in enumerate(speech):
-            frames = tts_frames(pcm, rate)
-            if mode == "burst":
-                await run.worker.queue_frames([*frames, TTSStoppedFrame()])
+            if mode == "sentence":  # as Pipecat's Piper service sends it: one frame a sentence
+                await run.worker.queue_frames([*tts_frames(pcm, rate, chunk_s=len(pcm) / rate), TTSStoppedFrame()])
+                await asyncio.sleep(len(pcm) / rate + 0.6)
+            elif mode == "burst":
+                await run.worker.queue_frames([*tts_frames(pcm, rate), TTSStoppedFrame()])
                 await asyncio.sleep(len(pcm) / rate + 0.6)
             else:
+                frames = tts_frames(pcm, rate)
                 start_t = time.monotonic()
                 for j, f in enumerate(frames):
                     await asyncio.sleep(max(0.0, start_t + j * 0.02 - time.monotonic()))
@@ -82,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--fps", type=int, default=25)
-    p.add_argument("--sentences", type=int, default=4)
+    p.add_argument("--sentences", type=int, default=6)
     args = p.parse_args(argv)
     import logging
 
@@ -104,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
         speech.append(((np.clip(u.audio, -1, 1) * 32767).astype(np.int16), u.sample_rate))
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0]},
                "size": args.size, "fps": args.fps, "settings": []}
-    settings = [(1, "burst", 40), (1, "streaming", 40), (1, "streaming", 0), (2, "burst", 40), (2, "streaming", 40)]
+    settings = [(1, "sentence", 40), (1, "burst", 40), (1, "streaming", 40), (1, "streaming", 0),
+                (2, "sentence", 40), (2, "burst", 40), (2, "streaming", 40)]
     for i, (n, mode, la) in enumerate(settings, 1):
         print(f"[{i}/{len(settings)}] {n} pipeline(s), {mode} TTS, look-ahead {la} ms", flush=True)
         r = asyncio.run(_one_setting(n, mode, speech, args.size, args.fps, la))
@@ -128,7 +135,7 @@ def _plot(results: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results["settings"]), figsize=(4 * len(results["settings"]), 3), sharey=True)
+    fig, axes = plt.subplots(1, len(results["settings"]), figsize=(4 * len(results["settings"]), 3), sharey=False)
     for ax, r in zip(axes, results["settings"], strict=True):
         ax.hist(np.array(r["latencies_s"]) * 1000, bins=30, color="tab:blue")
         ax.axvline(r["added_latency_ms"]["p99"], color="r", ls="--", label=f"p99 {r['added_latency_ms']['p99']} ms")

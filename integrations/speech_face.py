@@ -48,6 +48,7 @@ MODEL_RATE = 16000
 MAX_CHANNELS = 8
 LOOKAHEADS_MS = (0, 20, 40, 60, 80, 100, 120)  # the shipped lip model's heads
 MODEL_CALL_MAX_S = 0.2  # the most speech the lip model hears in one call
+INPUT_QUIET_S = 0.1  # no audio for this long, at the end of what was said: the speaker is done
 
 
 class FaceEngines:
@@ -148,6 +149,7 @@ class _Stretch:
     times: list[np.ndarray] = field(default_factory=list)  # model instants, s from `start`
     mouth: list[np.ndarray] = field(default_factory=list)
     arrivals: deque[tuple[int, float]] = field(default_factory=deque)  # (first sample, entered)
+    last_push: float = 0.0  # when audio last came (time.monotonic)
 
 
 @dataclass(slots=True)
@@ -181,6 +183,7 @@ class SpeechFace:
         self._model_jobs: deque[tuple[_Stretch, np.ndarray | None]] = deque()  # (None: a new stream)
         self._model_idle = asyncio.Event()
         self._model_idle.set()
+        self._progress = asyncio.Event()  # set when the model has described more
         self._model_task: asyncio.Task[None] | None = None
         self._last_mouth = np.zeros(MOUTH.stop - MOUTH.start, np.float32)
         self._last_image: np.ndarray | None = None
@@ -257,7 +260,10 @@ class SpeechFace:
         cur.arrivals.append((cur.samples, now))
         cur.audio.append(speech)
         cur.samples += len(speech)
-        self._model_jobs.append((cur, heard))
+        cur.last_push = now
+        step = int(MODEL_CALL_MAX_S * MODEL_RATE)  # a sentence in one frame: heard in pieces
+        for i in range(0, max(1, len(heard)), step):
+            self._model_jobs.append((cur, heard[i:i + step]))
         self._model_idle.clear()
         self._ensure_model_task()
         return seconds
@@ -353,7 +359,9 @@ class SpeechFace:
             if len(times):
                 stretch.times.append(np.asarray(times))
                 stretch.mouth.append(np.asarray(mouth, np.float32))
+                self._progress.set()
         self._model_idle.set()
+        self._progress.set()
 
     def _mouth(self, s: _Stretch, t: float) -> np.ndarray | None:
         """The mouth at t seconds into stretch s, if the model has described it."""
@@ -395,19 +403,26 @@ class SpeechFace:
             assert stretch.start is not None
             t = (k - stretch.start + 0.5) / self.fps  # the middle of the frame's display interval
             mouth = self._mouth(stretch, t)
-            if mouth is None and not self._model_idle.is_set():
-                # the model is still on this speech: wait for it while the frame has time
-                budget = self.engines.origin + (k - self.lead_frames + 1) / self.fps - time.monotonic()
-                while mouth is None and not self._model_idle.is_set() and budget > 0:
-                    try:
-                        await asyncio.wait_for(self._model_idle.wait(), budget)
-                    except TimeoutError:
-                        break
-                    mouth = self._mouth(stretch, t)
+            # The model is still on this speech, or more of it is coming (a TTS that streams in
+            # real time): wait for it while the frame has time (until the next frame is due to
+            # be made; it still leaves `lead_frames - 1` ahead of its time).
+            deadline = self.engines.origin + (k - self.lead_frames + 1) / self.fps
+            while mouth is None and (not self._model_idle.is_set() or not stretch.flushed):
+                budget = deadline - time.monotonic()
+                if budget <= 0:
+                    break
+                self._progress.clear()
+                try:
+                    await asyncio.wait_for(self._progress.wait(), budget)
+                except TimeoutError:
+                    break
+                mouth = self._mouth(stretch, t)
+            now = time.monotonic()
             if (self._model_idle.is_set() and not stretch.flushed and stretch is self._stretches[-1]
-                    and t + 1.0 / self.fps + self.lookahead_s > stretch.heard_s):
-                # within a frame of the end of what was said, and nothing more came: the model
-                # needs silence past the end to describe the last instants
+                    and t + 1.0 / self.fps + self.lookahead_s > stretch.heard_s
+                    and now - stretch.last_push > INPUT_QUIET_S):
+                # at the end of what was said, and nothing more came for a while (a TTS that
+                # sends no stop): the model needs silence past the end for the last instants
                 self.end_of_speech()
             if mouth is None:
                 self.stats.stale_frames += 1

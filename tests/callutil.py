@@ -129,7 +129,9 @@ class CallClient:
         handle = receiver._handle_rtcp_packet
 
         async def spy(packet: Any) -> None:
-            if isinstance(packet, RtcpSrPacket):
+            # (an SR sent before the track's first packet says NTP 0, RTP 0: aiortc's initial
+            # values, no mapping at all; Pipecat's video starts seconds after its audio)
+            if isinstance(packet, RtcpSrPacket) and packet.sender_info.ntp_timestamp:
                 ntp = packet.sender_info.ntp_timestamp
                 self.got.sr[kind].append((packet.sender_info.rtp_timestamp, (ntp >> 32) + (ntp & 0xFFFFFFFF) / 2**32))
             await handle(packet)

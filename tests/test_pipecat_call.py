@@ -74,7 +74,7 @@ def test_pipecat_agent_streams_a_lip_synced_face_and_stops_on_interruption() -> 
     # the greeting's last loud instant: the first with a second of silence after it
     greeting_end = next(t for t in speech if not any(t < u <= t + 1.0 for u in speech))
     sel = [i for i in range(len(video)) if spoke_from - 0.3 <= video_t[i] <= greeting_end + 0.3]
-    assert len(sel) >= 8 * SENT_FPS, len(sel)
+    assert len(sel) >= 8 * SENT_FPS, (len(sel), spoke_from, greeting_end, video_t[[0, -1]], got.sr)
     probe = MouthProbe.for_landmarks(default_avatar(SIZE).landmarks)
     mouth = mouth_areas([rgb(video[i][1]) for i in sel], probe)
     assert mouth.max() >= 2, "the mouth never opened"

@@ -67,7 +67,7 @@ async def _say(run: Run, frames: list[TTSAudioRawFrame], seconds: float) -> None
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (16000, 1), (22050, 1), (24000, 1), (44100, 2), (48000, 1), (48000, 6)])
+@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (22050, 1), (44100, 2), (48000, 6)])
 def test_speech_at_any_rate_and_channel_count_comes_back_with_a_mouth_that_follows_it(rate: int, channels: int) -> None:
     async def scenario() -> Run:
         run = await start(AvatarVideoService(size=SIZE, fps=FPS))
