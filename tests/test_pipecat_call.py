@@ -88,7 +88,7 @@ def test_pipecat_agent_streams_a_lip_synced_face_and_stops_on_interruption() -> 
     scores = [pearson(mouth[max(k, 0):len(mouth) + min(k, 0)], heard[max(-k, 0):len(heard) - max(k, 0)])
               for k in lags]
     best = lags[int(np.argmax(scores))]
-    # The bar is 0.5; runs here read 0.53-0.56 (0.48-0.56 unsmoothed) against 0.63 for
+    # The bar is 0.5; runs here read 0.51-0.63 (0.48-0.56 unsmoothed) against 0.63 for
     # the same speech before the transport, so 0.45 is asserted to keep CI from flaking on a
     # figure this near its bar (BENCHMARKS.md, "Pipecat avatar service").
     assert max(scores) >= 0.45, dict(zip(lags, scores, strict=True))
