@@ -261,9 +261,7 @@ class SpeechFace:
         cur.audio.append(speech)
         cur.samples += len(speech)
         cur.last_push = now
-        step = int(MODEL_CALL_MAX_S * MODEL_RATE)  # a sentence in one frame: heard in pieces
-        for i in range(0, max(1, len(heard)), step):
-            self._model_jobs.append((cur, heard[i:i + step]))
+        self._model_jobs.append((cur, heard))
         self._model_idle.clear()
         self._ensure_model_task()
         return seconds
@@ -320,8 +318,7 @@ class SpeechFace:
         self._loose_markers.clear()
         self.stats.dropped_audio_s += dropped
         # the model's queued work is for speech nobody will see
-        while self._model_jobs:
-            self._model_jobs.popleft()
+        self._model_jobs.clear()
         return dropped
 
     # ---- the lip model -------------------------------------------------------------
@@ -342,18 +339,19 @@ class SpeechFace:
             if len(heard) == 0:  # flush: silence past the end, so the last instants are described
                 heard = np.zeros(int(MODEL_RATE * (self.lookahead_s + 0.05)), np.float32)
             else:
-                # A burst (a sentence in 20 ms frames) is heard in calls of up to
-                # MODEL_CALL_MAX_S, not one per frame (a thread hop each keeps the loop and the
-                # other faces waiting), nor all at once (the first frames would wait for it all).
-                more, total = [], len(heard)
-                while self._model_jobs and total < MODEL_CALL_MAX_S * MODEL_RATE:
-                    nxt, nxt_heard = self._model_jobs[0]
-                    if nxt is not stretch or nxt_heard is None or len(nxt_heard) == 0:
+                # Speech is heard in calls of MODEL_CALL_MAX_S: a burst of 20 ms frames not one
+                # per frame (a thread hop each keeps the loop and the other faces waiting), a
+                # sentence in one frame not all at once (the first frames would wait for it all).
+                step = int(MODEL_CALL_MAX_S * MODEL_RATE)
+                while len(heard) < step and self._model_jobs:
+                    nxt, more = self._model_jobs[0]
+                    if nxt is not stretch or more is None or len(more) == 0:
                         break
-                    total += len(nxt_heard)
-                    more.append(self._model_jobs.popleft()[1])
-                if more:
-                    heard = np.concatenate([heard, *more])
+                    self._model_jobs.popleft()
+                    heard = np.concatenate([heard, more])
+                if len(heard) > step:
+                    heard, rest = heard[:step], heard[step:]
+                    self._model_jobs.appendleft((stretch, rest))
                 stretch.heard_s += len(heard) / MODEL_RATE
             [(times, mouth)] = await worker.run([(stretch.model, heard)])
             if len(times):

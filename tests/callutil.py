@@ -226,15 +226,10 @@ async def started_server(*, new_session: bool = False, hostile_signals: bool = F
     across exec, as from some supervisors and from shells that background a job)."""
     import json
     import os
-    import re
-    import socket
     import subprocess
     import sys
-    import threading
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, **{f"AVATAR_{k.upper()}": json.dumps(v) if isinstance(v, list | dict) else str(v)
                             for k, v in settings.items()}}
     env.setdefault("MALLOC_ARENA_MAX", "2")  # as `make serve` runs it (docs/calls.md, "Memory")
@@ -247,29 +242,50 @@ async def started_server(*, new_session: bool = False, hostile_signals: bool = F
     proc = subprocess.Popen([sys.executable, "-m", "avatar", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=new_session,
                             preexec_fn=hostile if hostile_signals else None)
-    assert proc.stdout is not None
     log: list[str] = []
     try:
-        async with asyncio.timeout(90):
-            while True:
-                line = (await asyncio.to_thread(proc.stdout.readline)).decode(errors="replace")
-                log.append(line)
-                if not line and proc.poll() is not None:
-                    raise RuntimeError(f"avatar serve exited with {proc.returncode}: {''.join(log)[-2000:]}")
-                if re.search(r"serving on", line):
-                    break
-
-        # Keep reading its log: a full pipe would block the server on its next log line.
-        def pump() -> None:
-            for raw in proc.stdout:  # type: ignore[union-attr]
-                log.append(raw.decode(errors="replace"))
-
-        threading.Thread(target=pump, daemon=True).start()
+        await read_until(proc, log, r"serving on", 90, "avatar serve")
         yield ServerProcess(f"http://127.0.0.1:{port}", proc, log)
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            await asyncio.wait_for(asyncio.to_thread(proc.wait), 15)
-        except TimeoutError:
-            proc.kill()
+        await stop_process(proc)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def read_until(proc: Any, log: list[str], pattern: str, timeout_s: float, what: str) -> None:
+    """Reads a child's output into `log` until a line matches `pattern`, then goes on reading
+    it in a thread (a full pipe would block the child on its next log line)."""
+    import re
+    import threading
+
+    assert proc.stdout is not None
+    async with asyncio.timeout(timeout_s):
+        while True:
+            line = (await asyncio.to_thread(proc.stdout.readline)).decode(errors="replace")
+            log.append(line)
+            if not line and proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode}: {''.join(log)[-3000:]}")
+            if re.search(pattern, line):
+                break
+
+    def pump() -> None:
+        for raw in proc.stdout:
+            log.append(raw.decode(errors="replace"))
+
+    threading.Thread(target=pump, daemon=True).start()
+
+
+async def stop_process(proc: Any) -> None:
+    """SIGTERM, then SIGKILL after 15 s."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        await asyncio.wait_for(asyncio.to_thread(proc.wait), 15)
+    except TimeoutError:
+        proc.kill()

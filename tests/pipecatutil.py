@@ -7,10 +7,8 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 import aiohttp
 from aiortc import RTCSessionDescription
 
-from callutil import CallClient
+from callutil import CallClient, free_port, read_until, stop_process
 
 AGENT = Path(__file__).resolve().parents[1] / "examples" / "pipecat_agent" / "agent.py"
 
@@ -28,37 +26,16 @@ AGENT = Path(__file__).resolve().parents[1] / "examples" / "pipecat_agent" / "ag
 async def agent_process(*args: str, log: list[str] | None = None) -> AsyncIterator[str]:
     """Runs the example agent on a free port with `args`; yields its base URL once it says
     "agent ready" (its face loaded)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "MALLOC_ARENA_MAX": "2", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, str(AGENT), "--port", str(port), *args], env=env,
                             cwd=AGENT.parents[2], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert proc.stdout is not None
     lines: list[str] = [] if log is None else log
     try:
-        async with asyncio.timeout(120):
-            while True:
-                line = (await asyncio.to_thread(proc.stdout.readline)).decode(errors="replace")
-                lines.append(line)
-                if not line and proc.poll() is not None:
-                    raise RuntimeError(f"the agent exited with {proc.returncode}: {''.join(lines)[-3000:]}")
-                if line.strip() == "agent ready":
-                    break
-
-        def pump() -> None:  # a full pipe would block the agent on its next log line
-            for raw in proc.stdout:  # type: ignore[union-attr]
-                lines.append(raw.decode(errors="replace"))
-
-        threading.Thread(target=pump, daemon=True).start()
+        await read_until(proc, lines, r"^agent ready$", 120, "the agent")
         yield f"http://127.0.0.1:{port}"
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            await asyncio.wait_for(asyncio.to_thread(proc.wait), 15)
-        except TimeoutError:
-            proc.kill()
+        await stop_process(proc)
 
 
 class AgentPeer(CallClient):
@@ -67,7 +44,6 @@ class AgentPeer(CallClient):
     def __init__(self, http: str, **kwargs: Any) -> None:
         super().__init__(http, **kwargs)
         self.answered: float | None = None
-        self.sent_at: dict[str, float] = {}
 
     async def start(self) -> int:
         self.pc.addTransceiver("audio", direction="recvonly")
