@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from pipelines.motion.params import IDX
 
 from . import face_mesh as fm
+from . import ops
 from .avatar import Avatar
 from .appearance import analyse
 from .eyelids import EyeLids, close_eyes, eye_boxes
@@ -163,8 +164,7 @@ class WarpRenderer(torch.nn.Module):
 
     def _sample_field(self, field: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
         """Sample a coarse (B, 2, gh, gw) field at ROI pixel positions `at` (B, ..., 2)."""
-        return F.grid_sample(field, at * self.scale - 1.0, mode="bilinear", padding_mode="zeros",
-                             align_corners=True)
+        return ops.grid_sample(field, at * self.scale - 1.0, "zeros")
 
     def _head_field(self, params: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
         """(B, 2, gh, gw) forward displacement of the head at the coarse grid's points."""
@@ -177,8 +177,22 @@ class WarpRenderer(torch.nn.Module):
         turn = self.rig.head_turn(params)  # (B, 2): sin(yaw) u + sin(pitch) v
         return rigid + turn.view(b, 2, 1, 1) * self.depth
 
+    # Methods whose tensor shapes depend on the batch size only: a compiling backend
+    # (engines/compiled.py) compiles these and leaves the rest eager. The eyelids and the
+    # mouth interior work on a box that follows the lips frame by frame (data-dependent
+    # shapes: every frame would be a new graph), and they are a small share of the time.
+    static_parts = ("warp", "finish")
+
     def forward(self, params: torch.Tensor) -> torch.Tensor:
-        """params (B, N_PARAMS) float32 -> frames (B, S, S, 3) uint8."""
+        """params (B, N_PARAMS) float32 -> frames (B, S, S, 3) uint8 (rgb24) or (B, S*3/2, S) (yuv420p)."""
+        roi, where, head, correction = self.warp(params)
+        self.eyelids(roi, where, params)  # blinks that close fully
+        self._mouth_interior(roi, params, head, correction)
+        return self.finish(roi)
+
+    def warp(self, params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The warped region of interest (B, 3, h, w) in [0, 1], its sampling grid, the head's
+        coarse forward field and the lips' correction."""
         b = params.shape[0]
         correction = self.rig.lip_correction(params)
         fwd = (self.field_rest + params @ self.field_params + correction @ self.field_lips)
@@ -200,13 +214,14 @@ class WarpRenderer(torch.nn.Module):
         # Sampling positions are computed on the coarse grid and upsampled: bilinear
         # upsampling reproduces the identity part exactly, and it is one pass instead of three.
         coarse_where = ((grid.permute(0, 3, 1, 2) + total) * self.scale.view(1, 2, 1, 1) - 1.0).contiguous()
-        where = F.interpolate(coarse_where, size=(self.h, self.w), mode="bilinear",
-                              align_corners=True).permute(0, 2, 3, 1)
-        roi = F.grid_sample(self.ref.expand(b, -1, -1, -1), where, mode="bilinear",
-                            padding_mode="border", align_corners=True)
-        self.eyelids(roi, where, params)  # blinks that close fully
+        where = ops.resize_bilinear(coarse_where, self.h, self.w).permute(0, 2, 3, 1)
+        roi = ops.grid_sample(self.ref.expand(b, -1, -1, -1), where, "border")
+        return roi, where, head, correction
 
-        # Mouth interior inside the moved inner-lip contour (head motion applied to it too).
+    def _mouth_interior(self, roi: torch.Tensor, params: torch.Tensor, head: torch.Tensor,
+                        correction: torch.Tensor) -> None:
+        """The mouth interior inside the moved inner-lip contour (head motion applied to it too)."""
+        b = params.shape[0]
         disp = self.rig.linear(params)
         disp[:, self.rig.i_lips] += correction[..., None] * self.rig.v
         moved = self.centres_roi + disp
@@ -220,12 +235,15 @@ class WarpRenderer(torch.nn.Module):
         up, lo = self.smooth @ pts[:, :k], self.smooth @ pts[:, k:2 * k]
         self.mouth(roi, up, lo, pts[:, 2 * k:], params[:, IDX["tongue"]])
 
+    def finish(self, roi: torch.Tensor) -> torch.Tensor:
+        """The region pasted into the reference frame, as uint8 RGB or I420."""
+        b = roi.shape[0]
         x0, y0, x1, y1 = self.roi
         if self.output == "yuv420p":
             return self._paste_yuv(self._to_yuv(roi))
         out = self.base.expand(b, -1, -1, -1).clone()
         # round to uint8 and interleave to HWC in one copy (truncation of x + 0.5 = rounding)
-        out[:, y0:y1, x0:x1].copy_(roi.mul_(255.0).add_(0.5).clamp_(0.0, 255.0).permute(0, 2, 3, 1))
+        out[:, y0:y1, x0:x1].copy_(roi.mul(255.0).add_(0.5).clamp_(0.0, 255.0).permute(0, 2, 3, 1))
         return out
 
     # BT.601, limited range: what libav assumes for untagged yuv420p, so a decoder's RGB

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 import torch
 
@@ -257,16 +259,16 @@ class FaceRig(torch.nn.Module):
 
     def head_turn(self, p: torch.Tensor) -> torch.Tensor:
         """(B, 2): image displacement per pixel of depth for the head's yaw and pitch."""
-        yaw = torch.deg2rad(p[:, IDX["head_yaw"]])
-        pitch = torch.deg2rad(p[:, IDX["head_pitch"]])
+        yaw = p[:, IDX["head_yaw"]] * (math.pi / 180.0)
+        pitch = p[:, IDX["head_pitch"]] * (math.pi / 180.0)
         return torch.sin(yaw)[:, None] * self.u + torch.sin(pitch)[:, None] * self.v
 
     def head_affine(self, p: torch.Tensor, frame_size: int) -> torch.Tensor:
         """Forward head motion as (B, 2, 3) affine maps of image points (rotation about the neck)."""
         g = self.geom
-        yaw = torch.deg2rad(p[:, IDX["head_yaw"]])
-        pitch = torch.deg2rad(p[:, IDX["head_pitch"]])
-        roll = torch.deg2rad(p[:, IDX["head_roll"]])
+        yaw = p[:, IDX["head_yaw"]] * (math.pi / 180.0)
+        pitch = p[:, IDX["head_pitch"]] * (math.pi / 180.0)
+        roll = p[:, IDX["head_roll"]] * (math.pi / 180.0)
         t = (torch.sin(yaw)[:, None] * HEAD_REACH * g.face_width * self.u
              + torch.sin(pitch)[:, None] * HEAD_REACH * g.face_height * self.v
              - p[:, IDX["breath"], None] * BREATH_PX * frame_size * self.v)
