@@ -8,14 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from engines import EagerTorchEngine, EngineWorker, configure_torch_threads
+from engines import EngineWorker, configure_torch_threads
+from engines.devices import pick_device
 from pipelines.media.mp4 import Mp4Writer
-from pipelines.motion.params import N_PARAMS
 from pipelines.recipes.text_to_video import text_to_video_graph
 from pipelines.render.avatar import Avatar, avatar_from_file, default_avatar
-from pipelines.render.renderer import WarpRenderer
+from pipelines.render.engine import renderer_engine
 from pipelines.speech.stages import SpeechEngine
 from pipelines.speech.tts import SpeechSynthesizer
 from realtime import Event, RuntimeMetrics, Session, SessionFailed
@@ -45,14 +43,6 @@ def check_output_path(path: str) -> None:
         raise OutputPathError(f"cannot write {path!r}: folder {folder!r} does not exist")
     if not os.access(folder, os.W_OK):
         raise OutputPathError(f"cannot write {path!r}: folder {folder!r} is not writable")
-
-
-def pick_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but this torch build sees no CUDA device")
-    return name
 
 
 async def load_avatar(req: RenderRequest) -> Avatar:
@@ -88,8 +78,7 @@ async def render(req: RenderRequest, *, on_event: Callable[[Event], None] | None
     metrics = metrics or RuntimeMetrics()
     t0 = time.monotonic()
     writer = Mp4Writer(out, width=req.size, height=req.size, fps=req.fps)
-    renderer = EagerTorchEngine("renderer", lambda dev: WarpRenderer(avatar, output="yuv420p"), device=device,
-                                example={"params": torch.zeros(N_PARAMS)})
+    renderer = renderer_engine(avatar, "renderer", device)
     async with driver, EngineWorker(renderer) as render_worker:
         t_ready = time.monotonic()
         if req.audio is not None:

@@ -1,5 +1,5 @@
 """One short GPU check of the project's CUDA path, for a lent machine: correctness and speed
-of the renderer on CUDA against CPU, the engine layer (EagerTorchEngine, EngineWorker,
+of the renderer on CUDA against CPU, the engine layer (ModuleEngine, EngineWorker,
 BatchingWorker) around it, and the audio-to-motion model on CUDA against CPU.
 
     python -m bench.gpu_check --out $OUT/gpu_check.json [--device cuda|cpu] [--quick] [--budget-s 200]
@@ -506,7 +506,7 @@ def part_render_profile(device: str, quick: bool) -> dict[str, Any]:
 def part_engine(device: str, quick: bool, dl: Deadline, max_batches: tuple[int, ...] = (8,),
                 paced_sessions: tuple[int, ...] = (32, 128), worker_counts: tuple[int, ...] = (1, 2),
                 sizes: tuple[int, ...] | None = None) -> dict[str, Any]:
-    """EagerTorchEngine around the yuv420p renderer (as avatar/render.py and web/resources.py
+    """ModuleEngine around the yuv420p renderer (as avatar/render.py and web/resources.py
     build it), run_batch directly, then through EngineWorker + BatchingWorker(max_batch=8)
     with concurrent sessions, as the server drives it."""
     import numpy as np
@@ -514,7 +514,7 @@ def part_engine(device: str, quick: bool, dl: Deadline, max_batches: tuple[int, 
 
     from engines.base import EngineWorker
     from engines.batcher import BatchingWorker, BatchStats
-    from engines.eager import EagerTorchEngine
+    from engines.module_engine import ModuleEngine
     from pipelines.motion.params import N_PARAMS
 
     out: dict[str, Any] = {"device": device}
@@ -523,9 +523,9 @@ def part_engine(device: str, quick: bool, dl: Deadline, max_batches: tuple[int, 
     if not device.startswith("cuda"):
         torch.set_num_threads(1)  # what configure_torch_threads does on CPU deployments
 
-    def build(size: int) -> EagerTorchEngine:
+    def build(size: int) -> ModuleEngine:
         base = cpu_renderer(size, "yuv420p")
-        return EagerTorchEngine(f"renderer-{size}", lambda dev: copy.deepcopy(base), device=device,
+        return ModuleEngine(f"renderer-{size}", lambda dev: copy.deepcopy(base), device=device,
                                 example={"params": torch.zeros(N_PARAMS)})
 
     for size in sizes:

@@ -38,6 +38,10 @@ class Engine(ABC, Generic[In, Out]):
     @abstractmethod
     def run_batch(self, items: Sequence[In]) -> list[Out]: ...
 
+    def describe(self) -> dict[str, object]:
+        """What runs it (backend, device, how it was chosen): for the start-up log and /v1/engines."""
+        return {}
+
     def alive(self) -> bool:
         """False once the engine is known to be gone (its process died): cheap, asked before
         work is handed to it."""

@@ -57,7 +57,7 @@ def _serve(conn: Any, factory: Callable[[], Engine[Any, Any]], torch_threads: in
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
-    conn.send(("ready", None))
+    conn.send(("ready", engine.describe()))
     try:
         while True:
             try:
@@ -81,6 +81,7 @@ class SubprocessEngine(Engine[Any, Any]):
         self.factory, self.torch_threads, self.start_timeout_s = factory, torch_threads, start_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._conn: Any = None
+        self._described: dict[str, object] = {}
 
     def load(self) -> None:
         # A fresh interpreter (`python -m engines.subprocess_engine FD`), not multiprocessing's
@@ -103,6 +104,10 @@ class SubprocessEngine(Engine[Any, Any]):
         if kind != "ready":
             self.close()
             raise RuntimeError(f"engine {self.name!r} failed to load in its process: {payload}")
+        self._described = dict(payload or {})
+
+    def describe(self) -> dict[str, object]:
+        return {**self._described, "process": "child"}
 
     @property
     def pid(self) -> int | None:

@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
 from engines import Engine, EngineWorker
 from engines.batcher import BatchingWorker
+from engines.devices import pick_device
 from engines.scheduler import DeadlineScheduler
 from engines.process_stats import EngineProcessCollector
 from engines.subprocess_engine import SubprocessEngine
@@ -43,6 +42,14 @@ def _speech_job_kind(items: Sequence[Any]) -> str:
     """A sentence's start (front pass + first words, and the piece right after them, due 0.27 s
     later) or a continuation piece (seconds of slack): they go to different engines."""
     return "more" if all(isinstance(item, MoreSpeech) and not item.first for _, item in items) else "start"
+
+
+def _describe(engine: Engine[Any, Any]) -> str:
+    d = engine.describe()
+    out = f"backend {d.get('backend', '?')} on {d.get('device', '?')}, loaded in {d.get('load_s', '?')} s"
+    if d.get("autotune_ms_per_item"):
+        out += f"; autotune, ms per frame: {d['autotune_ms_per_item']}"
+    return out
 
 
 class Unavailable(ValueError):
@@ -84,8 +91,7 @@ class SharedEngines:
     def __init__(self, settings: ServerSettings, metrics: RuntimeMetrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.device = "cuda" if settings.device == "auto" and torch.cuda.is_available() else (
-            "cpu" if settings.device == "auto" else settings.device)
+        self.device = "cpu" if settings.device == "cpu" else pick_device(settings.device)
         # One engine and one thread per speech backend (piper, espeak), whatever voices are
         # asked for: a voice name costs nothing to keep (pipelines/speech/pool.py).
         self._speech: dict[str, asyncio.Task[DeadlineScheduler[Any, Any]]] = {}
@@ -194,7 +200,9 @@ class SharedEngines:
             except ValueError as exc:  # no face, or a face that cannot be animated: say which
                 raise Unavailable(f"avatar {name!r}: {exc}") from None
         workers: list[EngineWorker[Any, Any]] = []
-        make = functools.partial(renderer_engine, avatar, f"renderer-{name}-{size}", self.device)
+        s = self.settings
+        make = functools.partial(renderer_engine, avatar, f"renderer-{name}-{size}", self.device,
+                                 backend=s.render_backend, cache_dir=s.engine_cache_dir)
         processes = self.settings.render_processes
         if processes is None:
             processes = self.device == "cpu"
@@ -206,8 +214,8 @@ class SharedEngines:
                 self._processes.add(str(i), engine)
             workers.append(EngineWorker(engine))
             await workers[-1].start()
-        log.info("renderer %s at %d loaded (%d workers%s)", name, size, len(workers),
-                 ", each in its own process" if processes else "")
+        log.info("renderer %s at %d loaded (%d workers%s): %s", name, size, len(workers),
+                 ", each in its own process" if processes else "", _describe(workers[0].engine))
         max_batch = self.settings.render_max_batch or (64 if self.device == "cuda" else 8)
         on_batch = (self.metrics.engine_batch.labels(engine="renderer").observe
                     if self.metrics is not None else None)

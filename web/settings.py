@@ -82,6 +82,14 @@ class ServerSettings(BaseModel):
     # Compute
     device: str = Field("cpu", pattern="^(cpu|cuda|auto)$")
     torch_threads: int = Field(1, ge=1)
+    render_backend: str = Field("eager", pattern="^(auto|eager|compile|onnxruntime|tensorrt)$", description=(
+        "how the renderer runs (engines/backends.py): eager PyTorch; torch.compile; onnxruntime; "
+        "torch-tensorrt; or auto, which times every backend available here at start-up and keeps "
+        "the fastest. Eager by default: on cpu2 it is the fastest (compile 0.96x, onnxruntime "
+        "0.2x; BENCHMARKS.md) and starts in a second instead of a minute of compiling"))
+    engine_cache_dir: str | None = Field(None, description=(
+        "where exported and compiled engines and autotune figures are kept between starts "
+        "(unset: $AVATAR_CACHE_DIR, else ~/.cache/avatar-engine)"))
     render_workers: int = Field(2, ge=1, le=16, description=(
         "renderer copies per (avatar, size), each on its own thread: calls and streams share them"))
     render_processes: bool | None = Field(None, description=(

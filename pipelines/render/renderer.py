@@ -183,6 +183,11 @@ class WarpRenderer(torch.nn.Module):
     # shapes: every frame would be a new graph), and they are a small share of the time.
     static_parts = ("warp", "finish")
 
+    @property
+    def cache_tag(self) -> str:
+        """What a compiled or exported copy depends on besides the buffers (engines/cache.py)."""
+        return f"output={self.output} size={self.size} roi={self.roi} mouth={self.mouth_box}"
+
     def forward(self, params: torch.Tensor) -> torch.Tensor:
         """params (B, N_PARAMS) float32 -> frames (B, S, S, 3) uint8 (rgb24) or (B, S*3/2, S) (yuv420p)."""
         roi, where, head, correction = self.warp(params)
@@ -271,8 +276,10 @@ class WarpRenderer(torch.nn.Module):
         s = self.size
         x0, y0, x1, y1 = self.roi
         h, w = y1 - y0, x1 - x0
-        out = self.base_yuv.expand(b, -1, -1).clone()
-        out[:, y0:y1, x0:x1] = roi_yuv[:, :h]
-        planes = out[:, s:].view(b, 2, s // 2, s // 2)
+        # luma and chroma pasted apart and joined, not written through a view of one buffer:
+        # an ONNX export loses writes made through an aliasing view
+        luma = self.base_yuv[:s].expand(b, -1, -1).clone()
+        luma[:, y0:y1, x0:x1] = roi_yuv[:, :h]
+        planes = self.base_yuv[s:].reshape(2, s // 2, s // 2).expand(b, -1, -1, -1).clone()
         planes[:, :, y0 // 2:y1 // 2, x0 // 2:x1 // 2] = roi_yuv[:, h:].view(b, 2, h // 2, w // 2)
-        return out
+        return torch.cat([luma, planes.reshape(b, s // 2, s)], 1)
