@@ -85,8 +85,8 @@ class ServerSettings(BaseModel):
     render_backend: str = Field("eager", pattern="^(auto|eager|compile|onnxruntime|tensorrt)$", description=(
         "how the renderer runs (engines/backends.py): eager PyTorch; torch.compile; onnxruntime; "
         "torch-tensorrt; or auto, which times every backend available here at start-up and keeps "
-        "the fastest. Eager by default: on cpu2 it is the fastest (compile 0.96x, onnxruntime "
-        "0.2x; BENCHMARKS.md) and starts in a second instead of a minute of compiling"))
+        "the fastest. Eager by default: on cpu2 it is the fastest (at 512², batch 4: compile "
+        "0.39x, onnxruntime 0.18x; BENCHMARKS.md) and starts in 0.2 s instead of 26-47 s of compiling"))
     engine_cache_dir: str | None = Field(None, description=(
         "where exported and compiled engines and autotune figures are kept between starts "
         "(unset: $AVATAR_CACHE_DIR, else ~/.cache/avatar-engine)"))
