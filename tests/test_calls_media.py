@@ -16,6 +16,7 @@ from callutil import CallClient, envelope_at, rgb, server_process
 from pipelines.evaluation.lipsync import MouthProbe, mouth_gaps, pearson
 from pipelines.render.avatar import default_avatar
 from pipelines.speech.tts import SpeechSynthesizer
+from timing import REALTIME_E2E
 
 SIZE = 256
 CALL = {"call_size": SIZE, "sizes": [SIZE], "size": SIZE, "voice": "en-us"}
@@ -111,6 +112,7 @@ def _talk_over_the_avatar(tmp_path: Path, **settings: object) -> tuple[CallClien
     return asyncio.run(scenario())
 
 
+@REALTIME_E2E
 @pytest.mark.timeout(120)
 def test_agent_says_a_sentence_and_barge_in_stops_it(tmp_path: Path) -> None:
     client, t0 = _talk_over_the_avatar(tmp_path)
@@ -145,6 +147,7 @@ def test_barge_in_min_speech_setting_is_applied(tmp_path: Path) -> None:
     assert reaction_ms >= 400, reaction_ms
 
 
+@REALTIME_E2E
 @pytest.mark.timeout(120)
 def test_switching_an_agent_call_to_mirror_starts_mirroring_the_caller(tmp_path: Path) -> None:
     """In agent mode the lip model does not run on the caller's voice (it would cost ~a third

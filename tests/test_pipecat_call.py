@@ -15,6 +15,7 @@ from callutil import envelope_at, rgb
 from pipecatutil import AgentPeer, agent_process
 from pipelines.evaluation.lipsync import MouthProbe, mouth_areas, pearson
 from pipelines.render.avatar import default_avatar
+from timing import REALTIME_E2E
 
 SIZE = 256
 FPS = 25  # the face's (the example's default: one 40 ms transport audio chunk per image)
@@ -31,6 +32,7 @@ def _loud(audio: list[tuple[float, np.ndarray, int]]) -> list[float]:
     return [t for t, x, _ in audio if np.sqrt(np.mean(x**2)) > LOUD]
 
 
+@REALTIME_E2E
 @pytest.mark.timeout(240)
 def test_pipecat_agent_streams_a_lip_synced_face_and_stops_on_interruption() -> None:
     log: list[str] = []
