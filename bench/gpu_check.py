@@ -1,6 +1,6 @@
 """One short GPU check of the project's CUDA path, for a lent machine: correctness and speed
 of the renderer on CUDA against CPU, the engine layer (ModuleEngine, EngineWorker,
-BatchingWorker) around it, and the audio-to-motion model on CUDA against CPU.
+Batcher) around it, and the audio-to-motion model on CUDA against CPU.
 
     python -m bench.gpu_check --out $OUT/gpu_check.json [--device cuda|cpu] [--quick] [--budget-s 200]
 
@@ -507,13 +507,13 @@ def part_engine(device: str, quick: bool, dl: Deadline, max_batches: tuple[int, 
                 paced_sessions: tuple[int, ...] = (32, 128), worker_counts: tuple[int, ...] = (1, 2),
                 sizes: tuple[int, ...] | None = None) -> dict[str, Any]:
     """ModuleEngine around the yuv420p renderer (as avatar/render.py and web/resources.py
-    build it), run_batch directly, then through EngineWorker + BatchingWorker(max_batch=8)
+    build it), run_batch directly, then through EngineWorker + Batcher(max_batch=8)
     with concurrent sessions, as the server drives it."""
     import numpy as np
     import torch
 
     from engines.base import EngineWorker
-    from engines.batcher import BatchingWorker, BatchStats
+    from engines.batcher import Batcher, BatchPolicy, BatchStats
     from engines.module_engine import ModuleEngine
     from pipelines.motion.params import N_PARAMS
 
@@ -560,7 +560,7 @@ def part_engine(device: str, quick: bool, dl: Deadline, max_batches: tuple[int, 
             log(f"  engine {size}: ERROR {exc!r}")
             continue
 
-        async def closed_loop(batcher: BatchingWorker[Any, Any], sessions: int, seconds: float) -> dict[str, Any]:
+        async def closed_loop(batcher: Batcher[Any, Any], sessions: int, seconds: float) -> dict[str, Any]:
             """Each session sends one frame, waits for it, sends the next (live_call's Render,
             max_batch=1, flat out): the throughput the batcher reaches with that many sessions."""
             batcher.stats = BatchStats()
@@ -585,7 +585,7 @@ def part_engine(device: str, quick: bool, dl: Deadline, max_batches: tuple[int, 
                     "calls": batcher.stats.calls, "latency_ms_p50": float(np.percentile(lat_ms, 50)),
                     "latency_ms_p95": float(np.percentile(lat_ms, 95)), "latency_ms_max": float(lat_ms.max())}
 
-        async def paced(batcher: BatchingWorker[Any, Any], sessions: int, seconds: float, fps: int = 25,
+        async def paced(batcher: Batcher[Any, Any], sessions: int, seconds: float, fps: int = 25,
                         ) -> dict[str, Any]:
             """Each session sends a frame every 1/fps s (staggered), as live sessions do; a frame
             is late when it comes back after its 1/fps slot."""
@@ -625,7 +625,7 @@ def part_engine(device: str, quick: bool, dl: Deadline, max_batches: tuple[int, 
                 workers = [EngineWorker(build(size)) for _ in range(n_workers)]
                 for w in workers:
                     await w.start()
-                batcher = BatchingWorker(workers[0], max_batch=mb, replicas=workers[1:])
+                batcher = Batcher(workers[0], BatchPolicy(max_batch=mb), replicas=workers[1:])
                 rows: list[dict[str, Any]] = []
                 res[key] = {"max_batch": mb, "closed_loop": rows, "paced": []}
                 try:

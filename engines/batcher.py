@@ -1,28 +1,50 @@
-"""Cross-session batching: many sessions call one engine; requests that queue up while the
-engine is busy run together in its next call.
+"""One deadline-aware batcher: many sessions call one engine; their requests run together.
 
-    renderer = BatchingWorker(EngineWorker(engine), max_batch=8)
-    [image] = await renderer.run([item])      # from any session, concurrently
+    renderer = Batcher(EngineWorker(engine), BatchPolicy(max_batch=8, max_delay_s=0.004))
+    [image] = await renderer.run([item], slack_s=0.030, session=call_id)   # from any session
 
-The policy is the simplest that never adds latency: a request that finds the engine idle runs
-at once, alone; while a call is in flight, new requests wait, and the next call takes all of
-them (up to `max_batch` items, oldest first). Under light load it is an ordinary worker;
-under heavy load the batches grow by themselves, and the cost per item falls (the renderer:
-2.3 ms per 256x256 frame alone, 1.2 ms in fours, on cpu2). No deadline-aware waiting: that
-belongs to a scheduler that knows the frames' deadlines (a later issue).
+The policy (`BatchPolicy`) is declared, not spread over the callers:
+- `max_batch`: items per engine call at most.
+- `max_delay_s`: how long a request that finds an engine idle may wait for others to join
+  it. 0 (the default) never adds latency: a request that finds the engine idle runs at once,
+  alone, and the requests that queue while a call is in flight run together in the next.
+  Above 0 the batcher waits for more, but never past the point where waiting longer would
+  miss the earliest deadline in the queue: deadline minus the measured compute time of the
+  batch it would run, minus `margin_s`.
+- `buckets`: the batch sizes a shape-specialised engine was built for (engines/module_engine.py
+  pads to them); the compute time is measured and predicted per bucket.
 
+Every request has a deadline (`slack_s`: seconds from now until its result is needed; None:
+now). The queue runs earliest deadline first, but a session's requests keep their order
+(a request is never taken before an earlier one of the same `session`). One bad request
+fails only its own caller: when a call of several requests raises, each is run again alone
+and only the ones that fail again get the error. A cancelled caller's request is skipped.
+Queue time (arrival to the engine call) and compute time (the engine call) are reported
+apart (`on_queue`, `on_compute`; the server's avatar_engine_queue_seconds and
+avatar_engine_compute_seconds), as are the batch sizes and requests finished past their
+deadline (`on_late`).
+
+`replicas`: more workers of the same model (own copy, own thread or process). A request goes
+to an idle one; with all busy, it waits and the first to finish takes it (in its batch).
 A replica whose engine dies (`EngineDied`: its child process was killed, say) fails the batch
 it had, leaves the rotation and is restarted in the background (retrying with back-off); the
 other replicas carry the load meanwhile, and with none left requests wait for the restart.
+
+Why the render stage still keeps `in_flight` and the frame grid (pipelines/render/stage.py,
+realtime/graph.py) beside this: the grid puts every session's frames on the same ticks, so
+their requests arrive together and batch without waiting; `in_flight` lets a session's next
+frame be queued here while its previous one renders on another replica. Both feed this
+batcher; neither batches by itself any more.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from .base import EngineDied, EngineWorker
@@ -34,12 +56,32 @@ In = TypeVar("In")
 Out = TypeVar("Out")
 
 
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    max_batch: int = 8
+    max_delay_s: float = 0.0
+    buckets: tuple[int, ...] = ()
+    margin_s: float = 0.002
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        if self.max_delay_s < 0 or self.margin_s < 0:
+            raise ValueError("max_delay_s and margin_s must be >= 0")
+
+    def bucket(self, n: int) -> int:
+        """The batch size an engine call of n items really computes (padded up to a bucket)."""
+        return next((b for b in sorted(self.buckets) if b >= n), n)
+
+
 @dataclass(slots=True)
 class BatchStats:
     calls: int = 0
     items: int = 0
     largest: int = 0
     restarts: int = 0  # replicas brought back after EngineDied
+    isolated: int = 0  # failed calls of several requests, re-run one by one
+    late: int = 0  # requests answered after their deadline
 
     @property
     def mean_batch(self) -> float:
@@ -50,33 +92,66 @@ class BatchStats:
 class _Request(Generic[In, Out]):
     items: list[In]
     future: asyncio.Future[list[Out]]
+    arrived: float
+    deadline: float
+    session: Hashable
+    seq: int
+    rank: float = field(default=0.0)  # the deadline it is taken by (session order kept)
 
 
-class BatchingWorker(Generic[In, Out]):
-    """`replicas`: more workers of the same model (own copy, own thread). A request goes to
-    an idle one; with all busy, it waits and the first to finish takes it (in its batch).
-    torch computes without the GIL, so two replicas use two cores."""
-
-    def __init__(self, worker: EngineWorker[In, Out], *, max_batch: int = 8,
+class Batcher(Generic[In, Out]):
+    def __init__(self, worker: EngineWorker[In, Out], policy: BatchPolicy | None = None, *,
                  replicas: Sequence[EngineWorker[In, Out]] = (),
+                 clock: Callable[[], float] = time.monotonic,
                  on_batch: Callable[[int], None] | None = None,
+                 on_queue: Callable[[float], None] | None = None,
+                 on_compute: Callable[[float], None] | None = None,
+                 on_late: Callable[[float], None] | None = None,
                  on_restart: Callable[[], None] | None = None) -> None:
         self.worker = worker
         self.workers = [worker, *replicas]
         self.engine = worker.engine
-        self.max_batch = max_batch
+        self.policy = policy or BatchPolicy()
         self.stats = BatchStats()
-        self._on_batch = on_batch  # told the size of each call (a metric)
+        self._clock = clock
+        self._on_batch, self._on_queue, self._on_compute = on_batch, on_queue, on_compute
+        self._on_late, self._on_restart = on_late, on_restart
         self._requests: deque[_Request[In, Out]] = deque()
+        self._seq = itertools.count()
         self._drainers: list[asyncio.Task[None] | None] = [None] * len(self.workers)
+        self._waiting = 0  # drainers holding the queue open for more requests (max_delay_s)
+        self._arrival = asyncio.Event()
         self._down: dict[int, asyncio.Task[None]] = {}  # replicas being restarted
-        self._on_restart = on_restart
+        self._cost: dict[int, float] = {}  # bucket -> recent compute seconds per call (EWMA)
 
-    async def run(self, items: Sequence[In]) -> list[Out]:
+    @property
+    def max_batch(self) -> int:
+        return self.policy.max_batch
+
+    async def run(self, items: Sequence[In], *, slack_s: float | None = None,
+                  session: Hashable = None) -> list[Out]:
+        """The engine's outputs for `items`, needed within `slack_s` seconds (None: now).
+        `session`: requests with the same key are taken in the order they came."""
+        now = self._clock()
         future: asyncio.Future[list[Out]] = asyncio.get_running_loop().create_future()
-        self._requests.append(_Request(list(items), future))
-        self._wake_one()
+        seq = next(self._seq)
+        self._requests.append(_Request(list(items), future, now, now + max(0.0, slack_s or 0.0),
+                                       session if session is not None else ("request", seq), seq))
+        self._arrival.set()
+        if not self._waiting:  # a drainer holding the queue open takes this one with it
+            self._wake_one()
         return await future
+
+    def cost(self, n: int) -> float:
+        """Predicted seconds of an engine call of n items (0 until one of that size ran)."""
+        b = self.policy.bucket(n)
+        if b in self._cost:
+            return self._cost[b]
+        known = sorted(self._cost)
+        if not known:
+            return 0.0
+        near = min(known, key=lambda k: abs(k - b))
+        return self._cost[near] * b / near  # roughly linear in the items beyond what was seen
 
     def _wake_one(self) -> None:
         """Start a drainer on an idle replica, finding dead ones on the way (an idle replica
@@ -93,46 +168,118 @@ class BatchingWorker(Generic[In, Out]):
                 self._drainers[i] = asyncio.create_task(self._drain(i), name=f"batch-{self.engine.name}-{i}")
                 woken = True
 
+    def _ordered(self) -> list[_Request[In, Out]]:
+        """Live requests, earliest deadline first, each session's in the order they came: a
+        request ranks by the earliest deadline of itself and its session's later requests."""
+        live = [r for r in self._requests if not r.future.done()]
+        earliest: dict[Hashable, float] = {}
+        for r in reversed(live):
+            r.rank = earliest[r.session] = min(r.deadline, earliest.get(r.session, r.deadline))
+        return sorted(live, key=lambda r: (r.rank, r.seq))
+
+    def _take(self) -> list[_Request[In, Out]]:
+        batch: list[_Request[In, Out]] = []
+        n = 0
+        for r in self._ordered():
+            if batch and n + len(r.items) > self.policy.max_batch:
+                break
+            batch.append(r)
+            n += len(r.items)
+        taken = {id(r) for r in batch}
+        self._requests = deque(r for r in self._requests if id(r) not in taken and not r.future.done())
+        return batch
+
+    async def _hold_open(self) -> None:
+        """With max_delay_s: wait for more requests while the batch is not full, until the
+        oldest has waited max_delay_s or waiting longer would miss the earliest deadline."""
+        p = self.policy
+        while True:
+            live = [r for r in self._requests if not r.future.done()]
+            n = sum(len(r.items) for r in live)
+            if not live or n >= p.max_batch:
+                return
+            until = min(min(r.arrived for r in live) + p.max_delay_s,
+                        min(r.deadline for r in live) - self.cost(min(n + 1, p.max_batch)) - p.margin_s)
+            wait = until - self._clock()
+            if wait <= 0:
+                return
+            self._arrival.clear()
+            self._waiting += 1
+            try:
+                await asyncio.wait_for(self._arrival.wait(), wait)
+            except TimeoutError:
+                return
+            finally:
+                self._waiting -= 1
+
     async def _drain(self, index: int) -> None:
         worker = self.workers[index]
-        requests = self._requests
-        while requests:
-            batch: list[_Request[In, Out]] = []
-            n = 0
-            while requests and (not batch or n + len(requests[0].items) <= self.max_batch):
-                req = requests.popleft()
-                if req.future.done():  # its caller went away (session closed)
-                    continue
-                batch.append(req)
-                n += len(req.items)
+        while self._requests:
+            if self.policy.max_delay_s > 0:
+                await self._hold_open()
+            batch = self._take()
             if not batch:
                 continue
             try:
-                outs = await worker.run([x for req in batch for x in req.items])
-            except asyncio.CancelledError:  # close(): nobody will get an answer
-                for req in batch:
-                    req.future.cancel()
-                raise
-            except Exception as exc:  # noqa: BLE001 - every caller of this call gets the failure
-                for req in batch:
-                    if not req.future.done():
-                        req.future.set_exception(exc)
-                if isinstance(exc, EngineDied):
-                    self._mark_down(index, str(exc))
-                    self._wake_one()  # another replica takes over what is queued
-                    return
-                continue
-            self.stats.calls += 1
-            self.stats.items += n
-            self.stats.largest = max(self.stats.largest, n)
-            if self._on_batch is not None:
-                self._on_batch(n)
-            i = 0
-            for req in batch:
-                k = len(req.items)
-                if not req.future.done():
-                    req.future.set_result(outs[i:i + k])
-                i += k
+                await self._call(worker, batch)
+            except EngineDied as exc:
+                self._mark_down(index, str(exc))
+                self._wake_one()  # another replica takes over what is queued
+                return
+
+    async def _call(self, worker: EngineWorker[In, Out], batch: list[_Request[In, Out]]) -> None:
+        """One engine call for `batch`; a failure of several requests is narrowed down by
+        running each alone. EngineDied fails the whole batch and is raised (the replica is gone)."""
+        start = self._clock()
+        n = sum(len(r.items) for r in batch)
+        for r in batch:
+            if self._on_queue is not None:
+                self._on_queue(start - r.arrived)
+        try:
+            outs = await worker.run([x for r in batch for x in r.items])
+        except asyncio.CancelledError:  # close(): nobody will get an answer
+            for r in batch:
+                r.future.cancel()
+            raise
+        except EngineDied as exc:
+            for r in batch:
+                if not r.future.done():
+                    r.future.set_exception(exc)
+            raise
+        except Exception as exc:  # noqa: BLE001 - narrowed down to the request(s) that cause it
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            self.stats.isolated += 1
+            log.warning("engine %s: a call of %d requests failed (%s); running each alone",
+                        self.engine.name, len(batch), exc)
+            for r in batch:
+                if not r.future.done():
+                    await self._call(worker, [r])
+            return
+        end = self._clock()
+        took = end - start
+        b = self.policy.bucket(n)
+        prev = self._cost.get(b)
+        self._cost[b] = took if prev is None else prev + 0.2 * (took - prev)
+        self.stats.calls += 1
+        self.stats.items += n
+        self.stats.largest = max(self.stats.largest, n)
+        if self._on_batch is not None:
+            self._on_batch(n)
+        if self._on_compute is not None:
+            self._on_compute(took)
+        i = 0
+        for r in batch:
+            k = len(r.items)
+            if end > r.deadline + 1e-9:
+                self.stats.late += 1
+            if self._on_late is not None:
+                self._on_late(max(0.0, end - r.deadline))
+            if not r.future.done():
+                r.future.set_result(outs[i:i + k])
+            i += k
 
     def _mark_down(self, index: int, why: str) -> None:
         log.warning("%s (replica %d): restarting it", why, index)

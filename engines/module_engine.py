@@ -173,7 +173,8 @@ class ModuleEngine(Engine[Inputs, torch.Tensor]):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.backend, "requested": self.requested, "device": str(self.device),
-                "load_s": round(self.load_s, 2), "autotune_ms_per_item": self.timings}
+                "load_s": round(self.load_s, 2), "autotune_ms_per_item": self.timings,
+                "buckets": list(self.buckets) if self._pad else []}  # batch sizes it pads to
 
     def warmup(self) -> None:
         if self._example is not None and self.module is not None and not self._pad:

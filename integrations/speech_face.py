@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from engines import EngineDied, EngineWorker
-from engines.batcher import BatchingWorker
+from engines.batcher import Batcher, BatchPolicy
 from pipelines.audio.resample import MAX_RATE, MIN_RATE, StreamingResampler
 from pipelines.motion.audio_model import StreamingAudioToMotion
 from pipelines.motion.idle import Liveliness
@@ -62,7 +62,7 @@ class FaceEngines:
             raise ValueError(f"size must be an even number of pixels from 64 to 1024, got {size}")
         self.portrait, self.size, self.device, self.max_batch = portrait, size, device, max_batch
         self.motion: EngineWorker[Any, Any] | None = None
-        self.renderer: BatchingWorker[Any, Any] | None = None
+        self.renderer: Batcher[Any, Any] | None = None
         self.landmarks: np.ndarray | None = None  # the portrait's face mesh at `size` (for probes)
         self.origin = time.monotonic()  # the frame grid every face of these engines is on
         self._started: asyncio.Task[None] | None = None
@@ -90,7 +90,7 @@ class FaceEngines:
         except BaseException:
             await asyncio.gather(motion.close(), render.close(), return_exceptions=True)
             raise
-        self.motion, self.renderer = motion, BatchingWorker(render, max_batch=self.max_batch)
+        self.motion, self.renderer = motion, Batcher(render, BatchPolicy(max_batch=self.max_batch))
         log.info("face engines loaded: %s at %d px on %s", self.portrait or "the default avatar",
                  self.size, self.device)
 
@@ -392,7 +392,7 @@ class SpeechFace:
                 self._model_task.cancel()
                 await asyncio.gather(self._model_task, return_exceptions=True)
 
-    async def _make(self, k: int, renderer: BatchingWorker[Any, Any]) -> FaceFrame:
+    async def _make(self, k: int, renderer: Batcher[Any, Any]) -> FaceFrame:
         due = self.engines.origin + k / self.fps
         self._anchor(k)
         audio, stretch, arrivals, done = self._take_audio(k)

@@ -43,6 +43,15 @@ class RuntimeMetrics:
         self.engine_batch = Histogram(
             "engine_batch_items", "Items per engine call (frames of all sessions rendered together)",
             ["engine"], namespace=ns, registry=r, buckets=(1, 2, 3, 4, 6, 8, 16, 32, 64))
+        self.engine_queue = Histogram(
+            "engine_queue_seconds", "How long a request waited in the engine's batcher before its engine "
+            "call started (engines/batcher.py)", ["engine"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
+        self.engine_compute = Histogram(
+            "engine_compute_seconds", "How long one engine call took (a batch of every session's items)",
+            ["engine"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
+        self.engine_lateness = Histogram(
+            "engine_lateness_seconds", "How long after its deadline an engine request was answered; 0 "
+            "when on time", ["engine"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
         self.engine_restarts = Counter("engine_restarts_total", "Engine replicas restarted after they died "
                                        "(a renderer process killed, ...)", ["engine"], namespace=ns, registry=r)
         self.speech_lateness = Histogram(

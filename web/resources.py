@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engines import Engine, EngineWorker
-from engines.batcher import BatchingWorker
+from engines.batcher import Batcher, BatchPolicy
 from engines.devices import pick_device
 from engines.scheduler import DeadlineScheduler
 from engines.process_stats import EngineProcessCollector
@@ -95,7 +95,7 @@ class SharedEngines:
         # One engine and one thread per speech backend (piper, espeak), whatever voices are
         # asked for: a voice name costs nothing to keep (pipelines/speech/pool.py).
         self._speech: dict[str, asyncio.Task[DeadlineScheduler[Any, Any]]] = {}
-        self._renderers: dict[tuple[str, int], asyncio.Task[BatchingWorker[Any, Any]]] = {}
+        self._renderers: dict[tuple[str, int], asyncio.Task[Batcher[Any, Any]]] = {}
         self._codecs: CodecInfo | None = None
         self._motion: asyncio.Future[EngineWorker[Any, Any]] | None = None
         # CPU and memory of the engines' own processes: the server's process_* figures miss them
@@ -176,7 +176,7 @@ class SharedEngines:
                        "try again shortly")
         return Admission(wait, lag, refusal, round(wait, 3) if wait > s.speech_wait_notice_s else None)
 
-    async def renderer(self, avatar: str, size: int) -> BatchingWorker[Any, Any]:
+    async def renderer(self, avatar: str, size: int) -> Batcher[Any, Any]:
         """The renderer of (avatar, size), shared by every session: frames that queue up from
         several sessions while it is busy are rendered in one batch."""
         if size not in self.settings.sizes:
@@ -190,7 +190,7 @@ class SharedEngines:
             task = self._renderers[key] = asyncio.ensure_future(self._load_renderer(avatar, size))
         return await asyncio.shield(task)
 
-    async def _load_renderer(self, name: str, size: int) -> BatchingWorker[Any, Any]:
+    async def _load_renderer(self, name: str, size: int) -> Batcher[Any, Any]:
         if name == DEFAULT_AVATAR:
             avatar: Avatar = await asyncio.to_thread(default_avatar, size)
         else:
@@ -216,21 +216,30 @@ class SharedEngines:
             await workers[-1].start()
         log.info("renderer %s at %d loaded (%d workers%s): %s", name, size, len(workers),
                  ", each in its own process" if processes else "", _describe(workers[0].engine))
-        max_batch = self.settings.render_max_batch or (64 if self.device == "cuda" else 8)
-        on_batch = (self.metrics.engine_batch.labels(engine="renderer").observe
-                    if self.metrics is not None else None)
-        # the series exists from the start (at 0), so rate() and alerts see the first restart
-        on_restart = (self.metrics.engine_restarts.labels(engine="renderer").inc
-                      if self.metrics is not None else None)
-        return BatchingWorker(workers[0], max_batch=max_batch, replicas=workers[1:], on_batch=on_batch,
-                              on_restart=on_restart)
+        buckets = tuple(workers[0].engine.describe().get("buckets") or ())
+        policy = BatchPolicy(max_batch=self.settings.render_max_batch or (64 if self.device == "cuda" else 8),
+                             max_delay_s=self.settings.render_max_delay_ms / 1000, buckets=buckets)
+        m = self.metrics
+        if m is None:
+            return Batcher(workers[0], policy, replicas=workers[1:])
+        return Batcher(workers[0], policy, replicas=workers[1:],
+                       on_batch=m.engine_batch.labels(engine="renderer").observe,
+                       on_queue=m.engine_queue.labels(engine="renderer").observe,
+                       on_compute=m.engine_compute.labels(engine="renderer").observe,
+                       on_late=m.engine_lateness.labels(engine="renderer").observe,
+                       # the series exists from the start (at 0), so rate() and alerts see the first restart
+                       on_restart=m.engine_restarts.labels(engine="renderer").inc)
 
     def ready(self) -> bool:
-        """The default voice and renderer are loaded (the first call or stream starts at once)."""
+        """Everything `preload` loads is loaded and warmed — the default voice, the renderers of
+        the default stream and call sizes, the lip model, the codecs — so the first call or
+        stream starts as quickly as later ones."""
         s = self.settings
         backend = "piper" if s.voice.strip().lower() in PIPER_VOICES else "espeak"
-        loaded = [self._speech.get(backend), self._renderers.get((s.avatar, s.size))]
-        return all(t is not None and t.done() and t.exception() is None for t in loaded)
+        loaded = [self._speech.get(backend), self._motion,
+                  *(self._renderers.get((s.avatar, size)) for size in self._preloaded_sizes())]
+        return self._codecs is not None and all(
+            t is not None and t.done() and not t.cancelled() and t.exception() is None for t in loaded)
 
     async def motion(self) -> EngineWorker[Any, Any]:
         """The audio-to-motion model (mirror mode), shared; each call keeps its own stream state."""
@@ -245,11 +254,18 @@ class SharedEngines:
         await worker.start()
         return worker
 
+    def _preloaded_sizes(self) -> list[int]:
+        s = self.settings
+        return sorted({s.size, s.call_size} & set(s.sizes)) or [s.size]
+
     async def preload(self) -> None:
         s = self.settings
         # every call builds its graph with the lip model (mirror mode can be switched on later):
         # loading it (and exporting its onnxruntime step, ~1 s) at start keeps the first call quick
-        await asyncio.gather(self.codecs(), self.voice(s.voice), self.renderer(s.avatar, s.size), self.motion())
+        # and the call size's renderer too (512² by default, the stream's is 256²): the first
+        # call would otherwise load and warm it on its caller's time
+        await asyncio.gather(self.codecs(), self.voice(s.voice), self.motion(),
+                             *(self.renderer(s.avatar, size) for size in self._preloaded_sizes()))
 
     async def close(self) -> None:
         if self.metrics is not None:

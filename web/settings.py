@@ -100,6 +100,10 @@ class ServerSettings(BaseModel):
     render_max_batch: int | None = Field(None, ge=1, le=256, description=(
         "frames of different sessions rendered in one call; unset: 8 on CPU, 64 on CUDA, where a "
         "call costs about the same at 1 or 64 frames (launch-bound; BENCHMARKS.md, GPU)"))
+    render_max_delay_ms: float = Field(0.0, ge=0, le=20, description=(
+        "how long a frame that finds the renderer idle may wait for other sessions' frames to join "
+        "its batch (never past its deadline less the measured render time; engines/batcher.py). "
+        "0: a frame that finds the renderer idle renders at once, alone"))
     gil_switch_interval_s: float = Field(0.0005, gt=0, description=(
         "how soon a thread waiting for the GIL gets it (Python's default 0.005 starves engine threads)"))
     preload: bool = Field(True, description="load the default voice and renderer at start")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engines import EngineWorker
-from engines.batcher import BatchingWorker
+from engines.batcher import Batcher
 from pipelines.media.live import AudioEncoder, EncodedPacket, H264Encoder, StreamSink
 from pipelines.motion.live import LiveArticulate
 from pipelines.motion.stages import Animate
@@ -40,7 +40,7 @@ class LiveTalkingHead:
 
 
 def live_talking_head_graph(*, voices: VoiceResolver, default_voice: str,
-                            renderer: EngineWorker[Any, Any] | BatchingWorker[Any, Any],
+                            renderer: EngineWorker[Any, Any] | Batcher[Any, Any],
                             sample_rate: int, fps: int, video: Callable[[], H264Encoder],
                             audio: Callable[[], AudioEncoder], deliver: Callable[[list[EncodedPacket]], None],
                             seed: int = 0, lookahead_frames: int = 2,

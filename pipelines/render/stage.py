@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import torch
 
 from engines import EngineDied, EngineWorker
+from engines.batcher import Batcher
 from pipelines.motion.params import MotionFrame
 from realtime import ChannelClosed, Frame, Stage, StageContext, VideoFrame
 
 
 class Render(Stage):
     """Takes whatever motion frames are ready (up to `max_batch`) and renders them in one
-    engine call; offline that batches, live it is usually one frame at a time.
+    engine call; offline that batches, live it is usually one frame at a time, and the frames
+    of many sessions meet in the shared renderer's batcher (engines/batcher.py), which gets
+    each frame's deadline.
 
     `in_flight`: how many engine calls of this stage may run at once (outputs stay in order).
     With one, a session's next frame waits for its previous one; when the renderer is shared by
@@ -26,7 +30,8 @@ class Render(Stage):
     `avatar_frames_dropped_total{reason="engine_failed"}` and reported as an `engine_failed`
     event; the engine layer restarts the renderer meanwhile."""
 
-    def __init__(self, name: str, worker: EngineWorker[Any, torch.Tensor], *, image_format: str = "rgb24",
+    def __init__(self, name: str, worker: EngineWorker[Any, torch.Tensor] | Batcher[Any, torch.Tensor], *,
+                 image_format: str = "rgb24",
                  max_batch: int = 4, budget_s: float = 0.040, in_flight: int = 1) -> None:
         super().__init__(name, budget_s=budget_s)
         if in_flight < 1:
@@ -86,7 +91,16 @@ class Render(Stage):
 
     async def _render(self, ctx: StageContext, meter: Any, batch: list[MotionFrame]) -> list[torch.Tensor]:
         t0 = ctx.clock.now()
-        images = await self.worker.run([{"params": torch.from_numpy(f.params)} for f in batch])
+        items = [{"params": torch.from_numpy(f.params)} for f in batch]
+        if isinstance(self.worker, Batcher):
+            # Shared with other sessions: the batcher runs the earliest deadline first, keeps
+            # this session's frames in order, and may hold a batch open until the deadline less
+            # the render time (its policy). A frame's deadline is its presentation; offline: none.
+            due = min(f.deadline for f in batch)
+            slack = None if math.isinf(due) else due - t0
+            images = await self.worker.run(items, slack_s=slack, session=id(self))
+        else:
+            images = await self.worker.run(items)
         meter.work(ctx.clock.now() - t0, len(batch))
         return images
 

@@ -1,19 +1,22 @@
-"""Claim: the shared renderer's batcher runs a request that finds the engine idle at once and
-alone, runs the requests that queue while a call is in flight together in the next call
-(oldest first, at most max_batch items), lets one caller's cancellation or a failing call
-reach only the callers concerned, cancels waiting callers on close, and hands requests to an
-idle replica while the first worker is busy. The fake engine blocks on an event the test
-opens, so every step is synchronised on events, never on elapsed time."""
+"""Claim: the engine batcher (engines/batcher.py) runs a request that finds the engine idle at
+once and alone (by default), runs the requests that queue while a call is in flight together
+in the next call (earliest deadline first, each session's in order, at most max_batch items),
+lets one caller's cancellation or bad input reach only that caller, cancels waiting callers
+on close, hands requests to an idle replica while the first worker is busy, and with a
+max_delay_s holds a batch open for more requests but not past a deadline. The fake engine
+blocks on an event the test opens, so the steps are synchronised on events; only the
+holding test measures elapsed time, with generous bounds."""
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
 
 from engines import Engine, EngineWorker
-from engines.batcher import BatchingWorker
+from engines.batcher import Batcher, BatchPolicy
 
 WAIT_S = 5.0  # a safety bound only: every wait below returns as soon as its event is set
 
@@ -46,9 +49,9 @@ async def engine_started(engine: Gated) -> None:
     assert await asyncio.to_thread(engine.entered.wait, WAIT_S), "the engine was never called"
 
 
-async def enqueue(batcher: BatchingWorker, *values: int) -> list[asyncio.Task]:
+async def enqueue(batcher: Batcher, *values: int) -> list[asyncio.Task]:
     """One request per value, each in its own task, and returns once all are in the queue:
-    a task runs `BatchingWorker.run` up to its first await (the request queued) on its first
+    a task runs `Batcher.run` up to its first await (the request queued) on its first
     step, and every task created here takes that step in the loop turn we yield to."""
     tasks = [asyncio.create_task(batcher.run([v])) for v in values]
     await asyncio.sleep(0)  # one turn of the loop, not a wait on time
@@ -64,7 +67,7 @@ async def finished(task: asyncio.Future) -> asyncio.Future:
 def test_requests_queued_while_busy_run_together() -> None:
     async def scenario() -> tuple[list[list[int]], list[list[int]]]:
         engine = Gated()
-        batcher = BatchingWorker(EngineWorker(engine), max_batch=3)
+        batcher = Batcher(EngineWorker(engine), BatchPolicy(max_batch=3))
         await batcher.worker.start()
         [first] = await enqueue(batcher, 1)  # finds the engine idle: runs at once, alone
         await engine_started(engine)
@@ -86,7 +89,7 @@ def test_a_cancelled_caller_and_a_failing_call_touch_only_their_own() -> None:
     failing call fails its caller only, and the request queued behind it is still served."""
     async def scenario() -> tuple[list[list[int]], list[object]]:
         engine = Gated()
-        batcher = BatchingWorker(EngineWorker(engine), max_batch=1)
+        batcher = Batcher(EngineWorker(engine), BatchPolicy(max_batch=1))
         await batcher.worker.start()
         [busy] = await enqueue(batcher, 0)
         await engine_started(engine)
@@ -111,7 +114,7 @@ def test_close_cancels_waiting_callers() -> None:
     and the one waiting behind it are both cancelled, before the engine returns."""
     async def scenario() -> None:
         engine = Gated()
-        batcher = BatchingWorker(EngineWorker(engine))
+        batcher = Batcher(EngineWorker(engine))
         await batcher.worker.start()
         [running] = await enqueue(batcher, 1)
         await engine_started(engine)
@@ -132,7 +135,7 @@ def test_replicas_take_requests_while_the_first_worker_is_busy() -> None:
     other at once (in parallel), and with both busy, the queue goes to whichever is free."""
     async def scenario() -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
         a, b = Gated(), Gated()
-        batcher = BatchingWorker(EngineWorker(a), max_batch=8, replicas=[EngineWorker(b)])
+        batcher = Batcher(EngineWorker(a), BatchPolicy(max_batch=8), replicas=[EngineWorker(b)])
         for w in batcher.workers:
             await w.start()
         [first] = await enqueue(batcher, 1)
@@ -152,3 +155,81 @@ def test_replicas_take_requests_while_the_first_worker_is_busy() -> None:
     a_calls, b_calls, results = asyncio.run(scenario())
     assert a_calls == [[1]] and b_calls == [[2], [3, 4]]
     assert results == [[10], [20], [30], [40]]
+
+
+def test_a_failing_batch_fails_only_the_request_that_causes_it() -> None:
+    """Three sessions' requests in one call, one of them bad: the call fails, each request is
+    run again alone, and only the bad one's caller gets the error."""
+    async def scenario() -> tuple[list[list[int]], list[object], int]:
+        engine = Gated()
+        batcher = Batcher(EngineWorker(engine), BatchPolicy(max_batch=8))
+        await batcher.worker.start()
+        [busy] = await enqueue(batcher, 1)
+        await engine_started(engine)
+        waiting = await enqueue(batcher, 2, -1, 3)  # queued together behind [1]
+        engine.gate.set()
+        out = await asyncio.wait_for(asyncio.gather(busy, *waiting, return_exceptions=True), WAIT_S)
+        await batcher.close()
+        return engine.calls, out, batcher.stats.isolated
+
+    calls, (busy, two, bad, three), isolated = asyncio.run(scenario())
+    assert calls == [[1], [2, -1, 3], [2], [-1], [3]]
+    assert busy == [10] and two == [20] and three == [30]
+    assert isinstance(bad, RuntimeError) and isolated == 1
+
+
+def test_earliest_deadline_first_and_each_sessions_order_kept() -> None:
+    """Queued behind a call in flight (one item per call): B's frame due in 0.1 s goes before
+    C's due in 0.5 s; A's second frame is due first of all, so A's first (due later) is taken
+    just before it — a session's requests never overtake each other."""
+    async def scenario() -> list[list[int]]:
+        engine = Gated()
+        batcher = Batcher(EngineWorker(engine), BatchPolicy(max_batch=1))
+        await batcher.worker.start()
+        busy = asyncio.create_task(batcher.run([0]))
+        await engine_started(engine)
+        plan = [(11, 1.0, "A"), (21, 0.1, "B"), (12, 0.05, "A"), (31, 0.5, "C")]
+        tasks = [asyncio.create_task(batcher.run([v], slack_s=s, session=k)) for v, s, k in plan]
+        await asyncio.sleep(0)
+        engine.gate.set()
+        await asyncio.wait_for(asyncio.gather(busy, *tasks), WAIT_S)
+        await batcher.close()
+        return engine.calls
+
+    assert asyncio.run(scenario()) == [[0], [11], [12], [21], [31]]
+
+
+def test_a_batch_is_held_open_for_others_but_never_past_a_deadline() -> None:
+    """With max_delay_s, a request that finds the engine idle waits for others to join it (here
+    two more, 20 ms later: one call of three, run as soon as it is full); a request due sooner than the delay is not
+    held past its deadline less the measured call time (it runs alone, long before the 5 s
+    delay). Queue and compute times are reported apart."""
+    async def scenario() -> tuple[list[list[int]], list[list[int]], float, list[float], list[float]]:
+        queued: list[float] = []
+        computed: list[float] = []
+        engine = Gated()
+        engine.gate.set()
+        batcher = Batcher(EngineWorker(engine), BatchPolicy(max_batch=3, max_delay_s=0.5),
+                          on_queue=queued.append, on_compute=computed.append)
+        await batcher.worker.start()
+        first = asyncio.create_task(batcher.run([1], slack_s=2.0))
+        await asyncio.sleep(0.02)
+        more = [asyncio.create_task(batcher.run([v], slack_s=2.0)) for v in (2, 3)]
+        await asyncio.wait_for(asyncio.gather(first, *more), WAIT_S)
+        held = list(engine.calls)
+        engine.calls.clear()
+
+        urgent = Batcher(EngineWorker(engine), BatchPolicy(max_batch=4, max_delay_s=5.0))
+        await urgent.worker.start()
+        t0 = time.monotonic()
+        await asyncio.wait_for(urgent.run([7], slack_s=0.05), WAIT_S)
+        took = time.monotonic() - t0
+        await batcher.close()
+        await urgent.close()
+        return held, engine.calls, took, queued, computed
+
+    held, urgent_calls, took, queued, computed = asyncio.run(scenario())
+    assert held == [[1, 2, 3]]  # one call: the first waited for the other two
+    assert urgent_calls == [[7]] and took < 1.0, took  # not held the 5 s max_delay_s
+    assert len(queued) == 3 and 0.015 <= max(queued) <= 0.3, queued  # the first waited ~20 ms, not 0.5 s
+    assert len(computed) == 1
