@@ -44,7 +44,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .base import EngineDied, EngineWorker
@@ -96,7 +96,6 @@ class _Request(Generic[In, Out]):
     deadline: float
     session: Hashable
     seq: int
-    rank: float = field(default=0.0)  # the deadline it is taken by (session order kept)
 
 
 class Batcher(Generic[In, Out]):
@@ -173,9 +172,10 @@ class Batcher(Generic[In, Out]):
         request ranks by the earliest deadline of itself and its session's later requests."""
         live = [r for r in self._requests if not r.future.done()]
         earliest: dict[Hashable, float] = {}
+        rank: dict[int, float] = {}
         for r in reversed(live):
-            r.rank = earliest[r.session] = min(r.deadline, earliest.get(r.session, r.deadline))
-        return sorted(live, key=lambda r: (r.rank, r.seq))
+            rank[r.seq] = earliest[r.session] = min(r.deadline, earliest.get(r.session, r.deadline))
+        return sorted(live, key=lambda r: (rank[r.seq], r.seq))
 
     def _take(self) -> list[_Request[In, Out]]:
         batch: list[_Request[In, Out]] = []

@@ -56,7 +56,6 @@ def test_the_first_call_on_a_fresh_server_is_as_quick_as_later_ones() -> None:
 
     ready, calls = asyncio.run(scenario())
     assert ready == 200
-    print("calls (first frame s, say -> loud s):", calls)
     (first_frame, first_say), *later = calls
     # Measured (cpu2, default settings, 2026-12-03): first frame 0.27-0.42 s after the answer
     # on the first call and on later ones; say -> first loud audio 0.54-0.78 s on each (the
