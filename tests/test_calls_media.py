@@ -181,6 +181,9 @@ def test_switching_an_agent_call_to_mirror_starts_mirroring_the_caller(tmp_path:
     assert before["mode"] == "agent" and before["mirrored_frames"] == 0, before
     # the caller's voice was heard (the VAD took ~2 s of it) but the lip model took no step
     assert steps_before["vad"] >= 50 and steps_before["mirror"] == 0, steps_before
-    assert steps_after["mirror"] >= 150, steps_after  # 20 ms chunks: most of the 4 s mirrored
+    # Once switched, the lip model takes (nearly) every chunk the VAD takes in the same span: a
+    # share, not a count, since a loaded CI box delivers fewer than 200 chunks in those 4 s.
+    heard = steps_after["vad"] - steps_before["vad"]
+    assert heard >= 100 and steps_after["mirror"] >= 0.7 * heard, (steps_before, steps_after)
     assert after["mode"] == "mirror" and after["mirrored_frames"] >= 75, after  # most of 4 s at 25 fps
     assert after["stale_frames"] <= 0.05 * after["mirrored_frames"], after
