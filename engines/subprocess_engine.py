@@ -15,6 +15,7 @@ died): it never outlives the server.
 """
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -153,6 +154,11 @@ class SubprocessEngine(Engine[Any, Any]):
 
 
 def _main(fd: int) -> None:
+    # The parent decides when this process ends (a "stop", or EOF when it is gone). A stop
+    # signal sent to the whole process group — systemd's default, `kill -- -PGID`, Ctrl-C in a
+    # terminal — must not kill the renderer under calls that a draining parent keeps running.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     conn = Connection(fd)
     try:
         factory, threads = conn.recv()

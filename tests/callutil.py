@@ -154,18 +154,24 @@ class CallClient:
                     self.got.audio.append((now, mono, frame.sample_rate))
                     self.got.audio_pts.append(frame.pts)
 
+    @property
+    def call_url(self) -> str:
+        """The call's URL: its `Location`, absolute when the server has a public_url."""
+        assert self.location is not None
+        return self.location if self.location.startswith("http") else f"{self.http}{self.location}"
+
     async def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        async with aiohttp.ClientSession() as s, s.post(f"{self.http}{self.location}/{path}", json=body) as r:
+        async with aiohttp.ClientSession() as s, s.post(f"{self.call_url}/{path}", json=body) as r:
             return r.status, await r.json()
 
     async def stats(self) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as s, s.get(f"{self.http}{self.location}") as r:
+        async with aiohttp.ClientSession() as s, s.get(f"{self.call_url}") as r:
             return await r.json()
 
     async def close(self, delete: bool = True) -> int | None:
         status = None
         if delete and self.location:
-            async with aiohttp.ClientSession() as s, s.delete(f"{self.http}{self.location}") as r:
+            async with aiohttp.ClientSession() as s, s.delete(f"{self.call_url}") as r:
                 status = r.status
         for tr in self.pc.getTransceivers():
             mapper = getattr(tr.receiver, "_RTCRtpReceiver__timestamp_mapper", None)

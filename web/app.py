@@ -186,11 +186,30 @@ async def stop(app: web.Application, grace_s: float) -> None:
     await asyncio.gather(closing, return_exceptions=True)
 
 
+async def drain(app: web.Application, timeout_s: float) -> bool:
+    """Draining, as on scale-in: `/readyz` false and newcomers refused (503 + Retry-After) at
+    once, while running calls and streams go on until they end by themselves — at most
+    `timeout_s`. True when all ended; the caller then stops (`stop`) either way."""
+    registry: CallRegistry = app[CALLS]["registry"]
+    state = app[STREAM]
+    registry.draining = state.draining = True
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout_s
+    log.info("draining: %d calls and %d streams running (at most %.0f s)", len(registry.calls),
+             len(state.connections), timeout_s)
+    while (registry.calls or state.connections) and loop.time() < end:
+        await asyncio.sleep(0.1)
+    left = len(registry.calls) + len(state.connections)
+    log.info("drained" if not left else f"drain timed out with {left} sessions running")
+    return not left
+
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 async def serve(settings: ServerSettings, *, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM or SIGINT (or cancelled), then stop gracefully and return.
+    """Run until SIGTERM or SIGINT (or cancelled), then stop gracefully and return. With
+    `drain_timeout_s`, SIGTERM drains first (`drain`); SIGINT or a second SIGTERM does not wait.
 
     The signals are unblocked and handled whatever the process inherited: a service manager
     or `setsid` may start it with SIGINT ignored or signals blocked."""
@@ -201,17 +220,36 @@ async def serve(settings: ServerSettings, *, ready: asyncio.Event | None = None)
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()
     loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
+    stopping = asyncio.Event()  # stop now (SIGINT, or SIGTERM without a drain, or a second one)
+    terms = 0
+
+    def on_term() -> None:
+        nonlocal terms
+        terms += 1
+        if settings.drain_timeout_s <= 0 or terms > 1:
+            stopping.set()
+        elif terms == 1:
+            draining.set()
+
+    draining = asyncio.Event()
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-    for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    loop.add_signal_handler(signal.SIGINT, stopping.set)
     for addr in runner.addresses:
         host, port = addr[0], addr[1]
         print(f"avatar: serving on http://{host}:{port}/  (websocket ws://{host}:{port}/v1/stream)", flush=True)
     if ready is not None:
         ready.set()
     try:
-        await stopping.wait()
+        waits = [asyncio.ensure_future(e.wait()) for e in (stopping, draining)]
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if draining.is_set() and not stopping.is_set():
+            log.info("SIGTERM: draining")
+            drained = asyncio.ensure_future(drain(app, settings.drain_timeout_s))
+            await asyncio.wait([drained, waits[0]], return_when=asyncio.FIRST_COMPLETED)
+            drained.cancel()
+        for w in waits:
+            w.cancel()
         log.info("signal received: stopping")
         await stop(app, settings.shutdown_grace_s)
     finally:

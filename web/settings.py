@@ -116,7 +116,16 @@ class ServerSettings(BaseModel):
     speech_max_lag_s: float = Field(3.0, gt=0, description=(
         "when the speech already being given is this far behind (synthesis due and not done: gaps), "
         "new utterances are refused (`busy`) until it catches up"))
-    # Stopping (SIGTERM, SIGINT)
+    # Stopping (SIGTERM, SIGINT) and draining (docs/deploy.md)
+    drain_timeout_s: float = Field(0.0, ge=0, description=(
+        "on SIGTERM: first drain — /readyz false at once, new calls and streams refused (503, "
+        "Retry-After), running ones go on until they end by themselves, at most this long — "
+        "then the graceful stop below; 0 (default) stops at once. SIGINT never drains; a second "
+        "SIGTERM during a drain stops at once"))
+    public_url: str | None = Field(None, description=(
+        "the URL under which this server (this worker) is reachable, e.g. https://pod-3.avatar.example; "
+        "set, a call's `Location` is absolute on it, so follow-up signaling reaches the worker "
+        "holding the call behind a load balancer"))
     shutdown_grace_s: float = Field(10.0, ge=0, description=(
         "on SIGTERM/SIGINT: streams get 1001, calls an `ended` event and a DTLS close, and the "
         "server waits this long at most for them to finish closing, then exits 0"))
@@ -127,6 +136,15 @@ class ServerSettings(BaseModel):
         if v % 2:
             raise ValueError("must be even (H.264 in yuv420p needs even dimensions)")
         return v
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if not v.startswith(("http://", "https://")) or "?" in v or "#" in v:
+            raise ValueError("must be an http:// or https:// URL without query or fragment")
+        return v.rstrip("/")
 
     @field_validator("call_size")
     @classmethod

@@ -76,7 +76,7 @@ async def create_call(request: web.Request) -> web.StreamResponse:
     except OfferError as exc:
         raise ApiError(400, "bad_offer", str(exc)) from None
     if reg.draining:
-        raise ApiError(503, "draining", "the server is stopping; call another one",
+        raise ApiError(503, "draining", "the server is draining or stopping; call another one",
                        **{"Retry-After": str(s.retry_after_s)})
     if reg.full():
         raise ApiError(503, "busy", f"{s.max_calls} calls already running", **{"Retry-After": str(s.retry_after_s)})
@@ -88,7 +88,7 @@ async def create_call(request: web.Request) -> web.StreamResponse:
         log.info("offer rejected: %s", exc)
         raise ApiError(400, "bad_offer", f"cannot answer this offer: {type(exc).__name__}: {exc}") from None
     return web.Response(status=201, text=answer, content_type="application/sdp",
-                        headers={"Location": f"/v1/calls/{call.id}"})
+                        headers={"Location": f"{s.public_url or ''}/v1/calls/{call.id}"})
 
 
 def _call(request: web.Request) -> Call:
