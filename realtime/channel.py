@@ -55,12 +55,13 @@ class Channel(Generic[T]):
 
     def __init__(self, name: str, *, capacity: int, policy: LatePolicy, clock: Clock,
                  epoch: Callable[[], int] = lambda: 0, metrics: RuntimeMetrics | None = None,
-                 graph: str = "") -> None:
+                 graph: str = "", consumer: str = "") -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.name, self.capacity, self.policy = name, capacity, policy
         self._clock, self._epoch = clock, epoch
         self._items: deque[T] = deque()
+        self._since: deque[float] = deque()  # when each queued item was pushed (queue time)
         self._getter: asyncio.Future[None] | None = None
         self._putter: asyncio.Future[None] | None = None
         self._closed = False
@@ -68,6 +69,8 @@ class Channel(Generic[T]):
         self.stats = ChannelStats()
         self._m = metrics
         self._graph = graph
+        # how long a frame waited here before its stage took it: the stage's queue time
+        self._queue = metrics.stage_queue.labels(graph, consumer) if metrics is not None and consumer else None
 
     # -- producer side -------------------------------------------------------------------
     async def put(self, item: T) -> None:
@@ -93,11 +96,13 @@ class Channel(Generic[T]):
             oldest = next((i for i, x in enumerate(self._items) if isinstance(x, Frame)), None)
             if oldest is not None:
                 del self._items[oldest]
+                del self._since[oldest]
                 self._count_drop("overflow")
         self._push(item)
 
     def _push(self, item: T) -> None:
         self._items.append(item)
+        self._since.append(self._clock.now())
         self.stats.put += 1
         self._set_depth()
         _wake(self._getter)
@@ -118,6 +123,7 @@ class Channel(Generic[T]):
         for _ in range(n):
             self._count_drop("stale_epoch")
         self._items.clear()
+        self._since.clear()
         self._set_depth()
         _wake(self._putter)
         return n
@@ -148,6 +154,9 @@ class Channel(Generic[T]):
     def _take(self) -> T | object:
         """Pop the head and apply the policies; _SKIPPED if it was dropped."""
         item = self._items.popleft()
+        since = self._since.popleft()
+        if self._queue is not None:
+            self._queue.observe(max(0.0, self._clock.now() - since))
         self._set_depth()
         _wake(self._putter)
         if not isinstance(item, Frame):

@@ -104,7 +104,8 @@ class Session:
         self._listeners: list[Callable[[Event], None]] = [on_event] if on_event else []
         self.channels: dict[str, Channel[Any]] = {
             lk.name: Channel(lk.name, capacity=lk.capacity, policy=lk.policy, clock=self.clock,
-                             epoch=lambda: self.epoch, metrics=self.metrics, graph=graph.name)
+                             epoch=lambda: self.epoch, metrics=self.metrics, graph=graph.name,
+                             consumer=lk.dst)
             for lk in graph.links
         }
         self._tasks: dict[str, asyncio.Task[None]] = {}

@@ -18,6 +18,10 @@ class RuntimeMetrics:
         self.stage_latency = Histogram(
             "stage_latency_seconds", "Processing time of one input frame by a stage",
             ["graph", "stage"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
+        self.stage_queue = Histogram(
+            "stage_queue_seconds", "How long a frame waited in a stage's input channel before the stage "
+            "took it (its processing time is stage_latency_seconds)",
+            ["graph", "stage"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
         self.frames_in = Counter("stage_frames_in_total", "Frames a stage received",
                                  ["graph", "stage"], namespace=ns, registry=r)
         self.frames_out = Counter("stage_frames_out_total", "Frames a stage emitted",
@@ -52,6 +56,14 @@ class RuntimeMetrics:
         self.engine_lateness = Histogram(
             "engine_lateness_seconds", "How long after its deadline an engine request was answered; 0 "
             "when on time", ["engine"], namespace=ns, registry=r, buckets=LATENCY_BUCKETS)
+        self.engine_latency = Histogram(
+            "engine_latency_seconds", "Audio in -> the video frame showing it released to the network: "
+            "for a mirroring call, from a caller audio chunk's arrival", ["graph"], namespace=ns, registry=r,
+            buckets=LATENCY_BUCKETS)
+        self.say_first_frame = Histogram(
+            "say_first_frame_seconds", "From a say request to the first video frame of that utterance "
+            "released to the network", ["graph"], namespace=ns, registry=r,
+            buckets=(0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0))
         self.engine_restarts = Counter("engine_restarts_total", "Engine replicas restarted after they died "
                                        "(a renderer process killed, ...)", ["engine"], namespace=ns, registry=r)
         self.speech_lateness = Histogram(

@@ -30,7 +30,7 @@ from engines import configure_torch_threads
 from realtime import LoopLagMonitor, RuntimeMetrics
 
 from .calls.routes import CALLS, CallRegistry, add_call_routes
-from .health import add_health_routes
+from .health import add_health_routes, readiness
 from .openapi import openapi_document
 from .requests import ApiError
 from .resources import SharedEngines
@@ -83,15 +83,18 @@ async def _call_page(request: web.Request) -> web.StreamResponse:
 async def _metrics(request: web.Request) -> web.Response:
     state = request.app[STREAM]
     registry = request.app[CALLS]["registry"]
-    _update_call_gauges(state.metrics, registry)
+    _update_call_gauges(state.metrics, registry, readiness(request.app).ready)
     body = generate_latest(state.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def _update_call_gauges(metrics: RuntimeMetrics, registry: CallRegistry) -> None:
+def _update_call_gauges(metrics: RuntimeMetrics, registry: CallRegistry, ready: bool) -> None:
     g = _call_gauges(metrics)
     calls = list(registry.calls.values())
     g["calls"].set(len(calls))
+    g["max"].set(registry.settings.max_calls)
+    g["ready"].set(1 if ready else 0)
+    g["draining"].set(1 if registry.draining else 0)
     g["offset"].set(max((abs(c.av_offset_s) for c in calls), default=0.0))
 
 
@@ -101,6 +104,12 @@ def _call_gauges(metrics: RuntimeMetrics) -> dict[str, Any]:
     if not hasattr(metrics, key):
         setattr(metrics, key, {
             "calls": Gauge("calls_active", "WebRTC calls running", namespace="avatar", registry=metrics.registry),
+            "max": Gauge("calls_max", "Calls this server takes at most (max_calls): saturation is "
+                         "calls_active / calls_max", namespace="avatar", registry=metrics.registry),
+            "ready": Gauge("ready", "1 when /readyz answers 200 (engines loaded, room for a call, not "
+                           "draining)", namespace="avatar", registry=metrics.registry),
+            "draining": Gauge("draining", "1 while the server drains or stops (new sessions refused)",
+                              namespace="avatar", registry=metrics.registry),
             "offset": Gauge("call_av_offset_seconds", "Largest |A/V offset| over running calls: how much "
                             "later video frames reach the encoder than audio, relative to media time",
                             namespace="avatar", registry=metrics.registry),

@@ -98,12 +98,17 @@ def resident_mb() -> float | None:
     return None if stats is None else round(stats.resident_bytes / 2**20, 1)
 
 
-async def _readyz(request: web.Request) -> web.Response:
-    state = request.app[STREAM]
-    registry: CallRegistry = request.app[CALLS]["registry"]
+def readiness(app: web.Application) -> Ready:
+    """What /readyz answers (and the avatar_ready gauge shows)."""
+    state = app[STREAM]
+    registry: CallRegistry = app[CALLS]["registry"]
     loaded = state.engines.ready()
-    body = Ready(ready=loaded and not registry.full() and not registry.draining, engines_loaded=loaded,
+    return Ready(ready=loaded and not registry.full() and not registry.draining, engines_loaded=loaded,
                  draining=registry.draining, calls=len(registry.calls), max_calls=state.settings.max_calls)
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    body = readiness(request.app)
     return web.json_response(body.model_dump(), status=200 if body.ready else 503)
 
 

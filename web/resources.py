@@ -17,6 +17,7 @@ from engines import Engine, EngineWorker
 from engines.batcher import Batcher, BatchPolicy
 from engines.devices import pick_device
 from engines.scheduler import DeadlineScheduler
+from engines.devices import GpuMemoryCollector
 from engines.process_stats import EngineProcessCollector
 from engines.subprocess_engine import SubprocessEngine
 from pipelines.media.live import CodecInfo, probe_codecs
@@ -100,8 +101,10 @@ class SharedEngines:
         self._motion: asyncio.Future[EngineWorker[Any, Any]] | None = None
         # CPU and memory of the engines' own processes: the server's process_* figures miss them
         self._processes = EngineProcessCollector()
+        self._gpu = GpuMemoryCollector()  # CUDA only: nothing on a CPU machine
         if metrics is not None:
             metrics.registry.register(self._processes)
+            metrics.registry.register(self._gpu)
 
     async def codecs(self) -> CodecInfo:
         if self._codecs is None:
@@ -271,6 +274,8 @@ class SharedEngines:
         if self.metrics is not None:
             with contextlib.suppress(KeyError):  # closed before
                 self.metrics.registry.unregister(self._processes)
+            with contextlib.suppress(KeyError):
+                self.metrics.registry.unregister(self._gpu)
         tasks = [*self._speech.values(), *self._renderers.values(), *([self._motion] if self._motion else [])]
         self._motion = None
         self._speech.clear()

@@ -82,6 +82,10 @@ class Call:
         self.barge_ins: list[float] = []  # seconds from the caller's onset to the avatar silenced
         self.queued: dict[str, None] = {}  # utterances queued or speaking (bounded: max_queued_utterances)
         self.last_wait: float | None = None  # expected synthesis wait of the last say, when busy
+        # say -> first video frame of that utterance released (avatar_say_first_frame_seconds)
+        self._said: dict[str, float] = {}  # utterance id -> clock time of its say
+        self._starting: list[tuple[float, float]] = []  # (media time of its start, clock time of its say)
+        self._latency_upto = float("-inf")  # mic instants counted into avatar_engine_latency_seconds
         self._bucket = TokenBucket(settings.messages_per_second, settings.message_burst, time.monotonic)
 
     # -- setup ------------------------------------------------------------------------------
@@ -276,6 +280,9 @@ class Call:
             raise ApiError(409, "not_running", "the call is not running")
         uid = utterance_id or uuid.uuid4().hex[:8]
         self.queued[uid] = None
+        self._said[uid] = self._clock.now()
+        if len(self._said) > 64:  # interrupted before they started: forget the oldest
+            self._said.pop(next(iter(self._said)))
         self.live.text.say(uid, text, voice)
         self.last_wait = admission.notice_s
         return uid
@@ -323,6 +330,9 @@ class Call:
                 self._broadcast({"type": "event", "kind": "barge_in", "onset": onset, "reaction_s": now - onset})
         elif event.kind == "utterance_started":
             self.speaking = True
+            said = self._said.pop(str(data.get("utterance_id")), None)
+            if said is not None and "media_time" in data:
+                self._starting.append((float(data["media_time"]), said))
         elif event.kind in ("utterance_done", "utterance_interrupted"):
             self.speaking = False
             self.queued.pop(str(data.get("utterance_id")), None)
@@ -359,6 +369,28 @@ class Call:
             self.video_released.append((r.media_time, now))
             if len(self.video_released) > 4000:
                 del self.video_released[:2000]
+            while self._starting and r.media_time + 1e-6 >= self._starting[0][0]:
+                self.metrics.say_first_frame.labels("live_call").observe(now - self._starting.pop(0)[1])
+            if self.mode == "mirror" and self.live is not None:
+                self._observe_engine_latency(r.media_time, now)
+
+    def _observe_engine_latency(self, media_time: float, now: float) -> None:
+        """Each caller audio chunk whose instant this frame is the first to show: seconds from
+        its arrival to now (the same figure as `engine_latency`, into the histogram)."""
+        assert self.live is not None
+        shown = media_time + 0.5 / self.settings.fps - self.live.articulate.mirror_delay_s
+        fresh = []
+        for t_audio, arrived in reversed(self.mic.arrivals):
+            if t_audio <= self._latency_upto:
+                break
+            if t_audio <= shown:
+                fresh.append((t_audio, arrived))
+        if fresh:
+            self._latency_upto = fresh[0][0]
+            hist = self.metrics.engine_latency.labels("live_call")
+            for t_audio, arrived in fresh:
+                if shown - t_audio < 0.2:  # not a chunk the frames skipped long ago (mode switch)
+                    hist.observe(now - arrived)
 
     def mirror_counts(self) -> dict[str, int]:
         """Frames whose lips came from the caller's voice, and of those how many had to hold the

@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -62,6 +63,7 @@ class StreamConnection:
         self.bucket = TokenBucket(settings.messages_per_second, settings.message_burst, clock)
         self.media: _Media | None = None
         self.utterances: dict[str, int] = {}  # queued or speaking -> the epoch it was queued in
+        self._said_at: deque[float] = deque(maxlen=64)  # say times of utterances not yet on screen
         self._ids = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._session_task: asyncio.Task[None] | None = None
@@ -245,6 +247,7 @@ class StreamConnection:
         return ident
 
     async def _say(self, msg: Say) -> None:
+        said = time.monotonic()
         if not has_words(msg.text):
             return self._error(ErrorCode.INVALID_MESSAGE, "text: nothing to say (no letters or digits)", ident=msg.id)
         if not await self._check_voice(msg.voice, msg.id):
@@ -257,6 +260,7 @@ class StreamConnection:
             return
         self.utterances[ident] = self.media.session.epoch  # type: ignore[union-attr]
         self._live.text.say(ident, msg.text, msg.voice)
+        self._said_at.append(said)
         self._event(Queued(id=ident, position=len(self.utterances) - 1, expected_wait_s=wait))
 
     async def _append(self, msg: Append) -> None:
@@ -268,6 +272,7 @@ class StreamConnection:
                                                             f"{self.settings.max_text_chars} characters", ident=open_id)
             text.append(open_id, msg.text)
             return
+        said = time.monotonic()
         if not await self._check_voice(msg.voice, msg.id):
             return
         if open_id is not None:
@@ -280,6 +285,7 @@ class StreamConnection:
             return
         self.utterances[ident] = self.media.session.epoch  # type: ignore[union-attr]
         text.append(ident, msg.text, msg.voice)
+        self._said_at.append(said)
         self._event(Queued(id=ident, position=len(self.utterances) - 1, expected_wait_s=wait))
 
     def _interrupt(self) -> None:
@@ -287,6 +293,7 @@ class StreamConnection:
         assert media is not None
         media.session.interrupt()
         media.live.text.clear()
+        self._said_at.clear()
         now = media.video_end
         for ident in list(self.utterances):
             self._event(Done(id=ident, media_time=round(now, 3), interrupted=True))
@@ -383,6 +390,9 @@ class StreamConnection:
             for p in packets:
                 flags = (framing.KEYFRAME if p.keyframe else 0) | (framing.START if p.start else 0)
                 if p.stream == "video":
+                    if p.start and self._said_at:  # an utterance's first frame: say -> first frame
+                        self.metrics.say_first_frame.labels(media.session.graph.name).observe(
+                            time.monotonic() - self._said_at.popleft())
                     self.queue.push_video(flags, p.pts, p.duration, p.data)
                     media.video_end = max(media.video_end, p.end)
                 else:
