@@ -63,7 +63,7 @@ class Call:
         self._on_closed = on_closed
         self._clock = clock or MonotonicClock()  # a FakeClock in the timeline tests
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        self.audio_track = ClockedTrack("audio", self._clock, capacity=25, on_release=self._released)
+        self.audio_track = ClockedTrack("audio", self._clock, capacity=50, on_release=self._released)
         self.video_track = ClockedTrack("video", self._clock, capacity=10, on_release=self._released)
         self.mic = MicSource("mic", slack_s=settings.call_mirror_delay_s)
         self.live: LiveCall | None = None

@@ -107,7 +107,14 @@ class TrackSink(Stage):
     async def _audio(self, ctx: StageContext) -> None:
         async for f in ctx.input("audio"):
             if isinstance(f, AudioFrame):
-                self.audio.push(audio_frame(f.samples, f.sample_rate, f.pts), ctx.media_clock.due(f.time), f.time)
+                # 20 ms pieces: aiortc's Opus encoder makes one packet per 20 ms but stamps all
+                # the packets of one frame with the same RTP timestamp, and receivers (aiortc's,
+                # a browser's) keep one packet per timestamp — a 40 ms frame lost half its audio.
+                step = max(1, f.sample_rate // 50)
+                for i in range(0, len(f.samples), step):
+                    t = f.time + i / f.sample_rate
+                    self.audio.push(audio_frame(f.samples[i:i + step], f.sample_rate, f.pts + i),
+                                    ctx.media_clock.due(t), t)
 
     async def _video(self, ctx: StageContext) -> None:
         meter = ctx.meter(self)
