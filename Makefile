@@ -27,11 +27,12 @@ serve: install
 demo: install
 	$(BIN)/avatar render --text "Hello! I am your avatar. The quick brown fox jumps over the lazy dog." -o hello.mp4
 
-# The call and player pages are tested in Debian's headless Chromium and Firefox ESR.
+# The call, player and dashboard pages are tested in Debian's headless Chromium and Firefox
+# ESR; the metrics and alert rules in a real Prometheus server (Debian's package, promtool).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browsers:
-	@command -v chromium >/dev/null && command -v firefox-esr >/dev/null || \
-	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium firefox-esr >/dev/null)
+	@command -v chromium >/dev/null && command -v firefox-esr >/dev/null && command -v promtool >/dev/null || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium firefox-esr prometheus >/dev/null)
 
 test: install browsers
 	$(BIN)/python -m pytest -q

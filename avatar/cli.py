@@ -1,4 +1,5 @@
-"""Command line: `avatar render ...`, `avatar voices`, `avatar serve`, `avatar client say ...`.
+"""Command line: `avatar render ...`, `avatar voices`, `avatar serve`, `avatar client say ...`,
+`avatar loadtest ...`.
 
 Errors a user can cause print one line (`avatar: error: ...`) and exit with status 2;
 nothing is left behind. `--debug` shows tracebacks for everything else.
@@ -55,6 +56,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--host", help="address to listen on (default 127.0.0.1, AVATAR_HOST)")
     s.add_argument("--config", help="JSON settings file (AVATAR_CONFIG); AVATAR_* variables and flags override it")
     s.add_argument("--port", type=int, help="port (default 8080, AVATAR_PORT; 0 picks a free one)")
+    lt = sub.add_parser("loadtest", help="N concurrent WebRTC callers against a server; a table, JSON, a plot")
+    lt.add_argument("--url", default="http://127.0.0.1:8080", help="the server's base URL")
+    lt.add_argument("--callers", type=int, default=4, help="concurrent calls")
+    lt.add_argument("--duration", type=float, default=30.0, help="seconds the calls last")
+    lt.add_argument("--mode", choices=["mirror", "agent"], default="mirror",
+                    help="mirror: the callers' speech moves the avatar's lips; agent: the avatar speaks (--say-every)")
+    lt.add_argument("--say-every", type=float, default=0.0, help="seconds between `say` requests on every call (0: none)")
+    lt.add_argument("--wav", help="the callers' microphone, looped (default: a sentence synthesized here)")
+    lt.add_argument("--silent", action="store_true", help="callers send no audio (receive only)")
+    lt.add_argument("--json", help="write the report as JSON")
+    lt.add_argument("--plot", help="write a PNG: fps over time, frame intervals, server latency histograms")
+    lt.add_argument("--token", default=os.environ.get("AVATAR_TOKEN"), help="bearer token (AVATAR_TOKEN)")
     c = sub.add_parser("client", help="talk to a server's /v1/stream")
     csub = c.add_subparsers(dest="client_command", required=True)
     cs = csub.add_parser("say", help="say a text and record the stream into an MP4")
@@ -261,6 +274,11 @@ def _run_calibrate(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    # Two malloc arenas (glibc reads this once, at start-up): with its default of 8 per core
+    # the server's memory creeps up over its first few hundred calls (docs/calls.md, "Memory").
+    # Set here, not only in the Makefile or an image, so every way of starting it gets it.
+    if "MALLOC_ARENA_MAX" not in os.environ and sys.platform == "linux" and sys.orig_argv:
+        os.execve(sys.executable, sys.orig_argv, {**os.environ, "MALLOC_ARENA_MAX": "2"})
     from web.app import serve
     from web.settings import ServerSettings
 
@@ -269,8 +287,6 @@ def _run_serve(args: argparse.Namespace) -> int:
     # Engine threads run many short torch ops, each taking the GIL back from the event loop;
     # at the default 5 ms switch interval each can wait that long (a 5 ms render took 50 ms
     # with four calls).
-    import sys
-
     sys.setswitchinterval(settings.gil_switch_interval_s)
     asyncio.run(serve(settings))
     return 0
@@ -290,6 +306,12 @@ def _run_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_loadtest(args: argparse.Namespace) -> int:
+    from .loadtest import main as loadtest
+
+    return loadtest(args)
+
+
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
@@ -303,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         commands = {"render": _run_render, "voices": _run_voices, "train": _run_train, "eval": _run_eval, "calibrate": _run_calibrate,
-                    "serve": _run_serve, "client": _run_client}
+                    "serve": _run_serve, "client": _run_client, "loadtest": _run_loadtest}
         return commands[args.command](args)
     except (ValueError, OSError) as exc:  # bad input: one line, no traceback
         if args.debug:
