@@ -8,6 +8,8 @@
     GET  /v1/openapi.json    the HTTP API as an OpenAPI document (web/openapi.py)
     GET  /metrics            Prometheus
     GET  /healthz, /readyz   liveness; readiness (engines loaded, room for a call, not stopping)
+    GET  /dashboard          the operators' live dashboard (web/static/dashboard.html; token)
+    GET  /v1/dashboard/feed  Server-Sent Events: one snapshot of sessions and load a second (docs/dashboard.md)
 
 Every request passes web/security.py first (Host, token, Origin); handlers refuse bad input by
 raising web.requests.ApiError. `create_app(settings)` builds it (tests run it on a random
@@ -30,6 +32,7 @@ from engines import configure_torch_threads
 from realtime import LoopLagMonitor, RuntimeMetrics
 
 from .calls.routes import CALLS, CallRegistry, add_call_routes
+from .dashboard import add_dashboard_routes
 from .health import add_health_routes, readiness
 from .openapi import openapi_document
 from .requests import ApiError
@@ -62,6 +65,7 @@ def create_app(settings: ServerSettings | None = None, *, metrics: RuntimeMetric
     app.router.add_get("/player", _index)
     app.router.add_get("/metrics", _metrics)
     add_health_routes(app)
+    add_dashboard_routes(app)
     app.router.add_get("/v1/stream", stream_handler)
     app.router.add_get("/v1/stream/schema", _schema)
     app.router.add_get("/v1/openapi.json", _openapi)
