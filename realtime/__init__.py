@@ -7,11 +7,13 @@ from .frames import AudioFrame, Frame, SegmentEnd, VideoFrame
 from .graph import Graph, Link, Session
 from .looplag import LoopLagMonitor
 from .metrics import RuntimeMetrics
-from .stage import Event, MapStage, Stage, StageContext
+from .observers import SessionMetrics
+from .events import SessionEvent
+from .stage import AnyEvent, Event, MapStage, Stage, StageContext
 
 __all__ = [
-    "AudioFrame", "Channel", "ChannelClosed", "ChannelFull", "ChannelStats", "Clock", "Event",
+    "AnyEvent", "AudioFrame", "Channel", "ChannelClosed", "ChannelFull", "ChannelStats", "Clock", "Event",
     "FakeClock", "Frame", "Graph", "GraphError", "LatePolicy", "Link", "LoopLagMonitor",
     "MapStage", "MediaClock", "MonotonicClock", "RuntimeMetrics", "SegmentEnd", "Session",
-    "SessionFailed", "Stage", "StageContext", "VideoFrame",
+    "SessionEvent", "SessionFailed", "SessionMetrics", "Stage", "StageContext", "VideoFrame",
 ]

@@ -17,14 +17,15 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .channel import Channel, LatePolicy
 from .clock import Clock, MediaClock, MonotonicClock
 from .errors import ChannelClosed, GraphError, SessionFailed
 from .metrics import RuntimeMetrics
-from .stage import Event, Stage, StageContext
+from .events import Ended, Interrupted, SessionEvent, StageFailed
+from .stage import AnyEvent, Stage, StageContext
 
 log = logging.getLogger(__name__)
 _session_ids = itertools.count(1)
@@ -91,7 +92,7 @@ class Session:
 
     def __init__(self, graph: Graph, *, clock: Clock | None = None, paced: bool = True,
                  metrics: RuntimeMetrics | None = None, session_id: str | None = None,
-                 on_event: Callable[[Event], None] | None = None, align_s: float | None = None) -> None:
+                 on_event: Callable[[AnyEvent], None] | None = None, align_s: float | None = None) -> None:
         graph.validate()
         self.graph = graph
         self.id = session_id or f"s{next(_session_ids)}"
@@ -101,7 +102,7 @@ class Session:
         self.metrics = metrics or RuntimeMetrics()
         self.epoch = 0
         self.error: SessionFailed | None = None
-        self._listeners: list[Callable[[Event], None]] = [on_event] if on_event else []
+        self._listeners: list[Callable[[AnyEvent], None]] = [on_event] if on_event else []
         self.channels: dict[str, Channel[Any]] = {
             lk.name: Channel(lk.name, capacity=lk.capacity, policy=lk.policy, clock=self.clock,
                              epoch=lambda: self.epoch, metrics=self.metrics, graph=graph.name,
@@ -112,10 +113,15 @@ class Session:
         self._started_stages: list[Stage] = []
 
     # -- events --------------------------------------------------------------------------
-    def subscribe(self, listener: Callable[[Event], None]) -> None:
+    def subscribe(self, listener: Callable[[AnyEvent], None]) -> None:
         self._listeners.append(listener)
 
-    def _emit(self, event: Event) -> None:
+    def report(self, event: SessionEvent) -> None:
+        """An event of the session's owner (a call's barge-in, ...) into the same stream as
+        the stages' own, stamped with the session id: observers read one source."""
+        self._emit(replace(event, session_id=self.id))
+
+    def _emit(self, event: AnyEvent) -> None:
         for listener in list(self._listeners):
             try:
                 listener(event)
@@ -127,7 +133,7 @@ class Session:
         self.epoch += 1
         for ch in self.channels.values():
             ch.clear()
-        self._emit(Event("interrupted", self.id, {"epoch": self.epoch}))
+        self._emit(Interrupted(session_id=self.id, epoch=self.epoch))
         return self.epoch
 
     # -- running -------------------------------------------------------------------------
@@ -181,10 +187,9 @@ class Session:
             m.session_failures.labels(g.name, stage_name).inc()
             log.warning("%s", self.error)
             log.debug("traceback of the failure", exc_info=exc)
-            self._emit(Event("error", self.id, {"stage": stage_name, "message": str(exc),
-                                                "type": type(exc).__name__}))
+            self._emit(StageFailed(session_id=self.id, stage=stage_name, message=str(exc), type=type(exc).__name__))
             raise self.error from exc
-        self._emit(Event("ended", self.id, {}))
+        self._emit(Ended(session_id=self.id))
 
     async def _supervise(self) -> tuple[str, BaseException] | None:
         pending = set(self._tasks.values())

@@ -64,6 +64,12 @@ class RuntimeMetrics:
             "say_first_frame_seconds", "From a say request to the first video frame of that utterance "
             "released to the network", ["graph"], namespace=ns, registry=r,
             buckets=(0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0))
+        self.utterances = Counter(
+            "utterances_total", "Utterances by outcome: started, done, interrupted (barge-in, client), "
+            "failed (a sentence that could not be synthesized)", ["graph", "outcome"], namespace=ns, registry=r)
+        self.barge_in_reaction = Histogram(
+            "barge_in_reaction_seconds", "From the caller's speech onset to the avatar silenced (agent mode)",
+            ["graph"], namespace=ns, registry=r, buckets=(0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.0))
         self.engine_restarts = Counter("engine_restarts_total", "Engine replicas restarted after they died "
                                        "(a renderer process killed, ...)", ["engine"], namespace=ns, registry=r)
         self.speech_lateness = Histogram(

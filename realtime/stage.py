@@ -10,22 +10,27 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 from .channel import Channel
 from .clock import Clock, MediaClock
+from .events import SessionEvent
 from .frames import Frame
 from .metrics import RuntimeMetrics
 
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Something a session reports to its owner (errors, utterance start/end, ...)."""
+    """An untyped report (`ctx.event(kind, **data)`), for one-off events of offline recipes;
+    what live sessions report is typed (realtime/events.py, `ctx.report`)."""
 
     kind: str
     session_id: str
     data: dict[str, Any]
+
+
+AnyEvent = Event | SessionEvent
 
 
 @dataclass(slots=True)
@@ -40,7 +45,7 @@ class StageContext:
     metrics: RuntimeMetrics
     inputs: dict[str, Channel[Any]]
     outputs: dict[str, Channel[Any]]
-    emit: Callable[[Event], None]
+    emit: Callable[[AnyEvent], None]
     epoch: Callable[[], int]
 
     def input(self, port: str = "in") -> Channel[Any]:
@@ -60,6 +65,10 @@ class StageContext:
 
     def event(self, kind: str, /, **data: Any) -> None:
         self.emit(Event(kind, self.session_id, data))
+
+    def report(self, event: SessionEvent) -> None:
+        """A typed event, stamped with this session's id, to the session's subscribers."""
+        self.emit(replace(event, session_id=self.session_id))
 
     def meter(self, stage: Stage) -> StageMeter:
         return StageMeter(self, stage)

@@ -106,6 +106,8 @@ def _talk_over_the_avatar(tmp_path: Path, **settings: object) -> tuple[CallClien
             assert status == 202 and body["utterance_id"]
             await asyncio.sleep(4.5)
             client.stats_at_end = await client.stats()  # type: ignore[attr-defined]
+            async with aiohttp.ClientSession() as s, s.get(f"{http}/metrics") as r:
+                client.metrics_text = await r.text()  # type: ignore[attr-defined]
             await client.close()
             return client, client.mic_started or 0.0
 
@@ -136,6 +138,15 @@ def test_agent_says_a_sentence_and_barge_in_stops_it(tmp_path: Path) -> None:
     [reaction_ms] = client.stats_at_end["barge_in_reaction_ms"]  # type: ignore[attr-defined]
     assert reaction_ms <= 300, reaction_ms
     assert last_loud - caller_onset <= 0.7, last_loud - caller_onset
+    # The same barge-in, from the same session event, in Prometheus (realtime/observers.py)
+    def sample(line: str) -> float:
+        found = [ln for ln in client.metrics_text.splitlines() if ln.startswith(line)]  # type: ignore[attr-defined]
+        return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+    assert sample('avatar_barge_in_reaction_seconds_count{graph="live_call"}') == 1
+    assert abs(sample('avatar_barge_in_reaction_seconds_sum{graph="live_call"}') * 1000 - reaction_ms) < 1
+    assert sample('avatar_utterances_total{graph="live_call",outcome="started"}') == 1
+    assert sample('avatar_utterances_total{graph="live_call",outcome="interrupted"}') == 1
 
 
 @pytest.mark.timeout(120)

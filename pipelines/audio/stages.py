@@ -19,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from engines import Engine, EngineWorker
-from realtime import AudioFrame, Event, Frame, MapStage, StageContext
+from realtime import AudioFrame, Frame, MapStage, StageContext
 
+from .events import VoiceActivity
 from .features import FRAME_RATE, HOP, N_MELS, SAMPLE_RATE, StreamingLogMel
 from .resample import StreamingResampler
 from .vad import WINDOW, StreamingVad, VadResult
@@ -163,10 +164,8 @@ class DetectVoice(MapStage):
         [res] = await self.worker.run([samples])
         self.probabilities.extend(res.probabilities.tolist())
         for ev in res.events:
-            # Built by hand: ctx.event(kind, **data) cannot carry a data field named "kind".
-            ctx.emit(Event("vad", ctx.session_id, {
-                "kind": ev.kind, "time": (self._origin or 0.0) + ev.time_s,
-                "probability": ev.probability}))
+            ctx.report(VoiceActivity(change=ev.kind, time=(self._origin or 0.0) + ev.time_s,
+                                     probability=ev.probability))
 
     async def teardown(self) -> None:
         if self.worker is not None:

@@ -27,6 +27,7 @@ from pipelines.speech.live import SpokenAudio, SpokenSegment
 from pipelines.speech.types import Phoneme, Utterance
 from realtime import AudioFrame, Channel, ChannelClosed, Stage, StageContext
 
+from .events import UtteranceDone, UtteranceInterrupted, UtteranceStarted, VisemeTrack, WordSpoken
 from .params import MOUTH, N_PARAMS, TONGUE, MotionFrame, video_time_base
 from .visemes import mouth_params, tongue_params
 
@@ -111,8 +112,8 @@ class LiveArticulate(Stage):
                 assert ctx.media_clock.origin is not None
                 await ctx.clock.sleep_until(ctx.media_clock.origin + self.frame / self.fps - self._lead_s())
             if cur is not None and cur.epoch < ctx.epoch():
-                ctx.event("utterance_interrupted", utterance_id=cur.spoken.segment.utterance_id,
-                          epoch=cur.epoch, media_time=self.frame / self.fps)
+                ctx.report(UtteranceInterrupted(utterance_id=cur.spoken.segment.utterance_id,
+                                                epoch=cur.epoch, media_time=self.frame / self.fps))
                 cur = None
             while cur is None:
                 spoken = await self._next(ctx, inp)
@@ -131,8 +132,8 @@ class LiveArticulate(Stage):
             if cur is not None and self.frame >= cur.start + cur.n:
                 seg = cur.spoken.segment
                 if seg.last:
-                    ctx.event("utterance_done", utterance_id=seg.utterance_id, epoch=seg.epoch,
-                              media_time=self.frame / self.fps)
+                    ctx.report(UtteranceDone(utterance_id=seg.utterance_id, epoch=seg.epoch,
+                                             media_time=self.frame / self.fps))
                 cur = None
 
     async def _next(self, ctx: StageContext, inp: Channel[object]) -> SpokenSegment | object | None:
@@ -159,10 +160,10 @@ class LiveArticulate(Stage):
         t0 = self.frame / self.fps
         ident = {"utterance_id": seg.utterance_id, "epoch": seg.epoch}
         if seg.index == 0:
-            ctx.event("utterance_started", **ident, media_time=t0, text=seg.text)
+            ctx.report(UtteranceStarted(**ident, media_time=t0, text=seg.text))
         if utt is None or len(utt.audio) == 0:
             if seg.last:
-                ctx.event("utterance_done", **ident, media_time=t0)
+                ctx.report(UtteranceDone(**ident, media_time=t0))
             return None
         total = round(utt.total_samples * self.sample_rate / utt.sample_rate)
         n = max(1, math.ceil(total * self.fps / self.sample_rate))
@@ -174,10 +175,10 @@ class LiveArticulate(Stage):
         self._fill(cur, utt.sample_rate)
         scale = total / utt.total_samples  # timings follow the audio if it was resampled
         for w in utt.words:
-            ctx.event("word", **ident, text=w.text, char_start=w.char_start, char_end=w.char_end,
-                      start=t0 + scale * w.start_ms / 1000, end=t0 + scale * w.end_ms / 1000)
-        ctx.event("visemes", **ident, items=[(v, p, t0 + scale * s / 1000, t0 + scale * e / 1000)
-                                             for v, p, s, e in viseme_track(utt.phonemes)])
+            ctx.report(WordSpoken(**ident, text=w.text, char_start=w.char_start, char_end=w.char_end,
+                                  start=t0 + scale * w.start_ms / 1000, end=t0 + scale * w.end_ms / 1000))
+        ctx.report(VisemeTrack(**ident, items=[(v, p, t0 + scale * s / 1000, t0 + scale * e / 1000)
+                                               for v, p, s, e in viseme_track(utt.phonemes)]))
         phonemes = utt.phonemes if scale == 1.0 else [Phoneme(p.symbol, p.start_ms * scale, p.end_ms * scale)
                                                       for p in utt.phonemes]
         cur.mouth = mouth_params(phonemes, n, self.fps)

@@ -11,6 +11,7 @@ from engines import EngineDied, EngineWorker
 from engines.batcher import Batcher
 from pipelines.motion.params import MotionFrame
 from realtime import ChannelClosed, Frame, Stage, StageContext, VideoFrame
+from .events import EngineFailed
 
 
 class Render(Stage):
@@ -115,7 +116,7 @@ class Render(Stage):
                     images = [img.numpy() for img in await task]
                 except EngineDied as exc:  # (the series is made on the first loss: no empty child)
                     ctx.metrics.frames_dropped.labels(ctx.graph, f"{self.name}.engine", "engine_failed").inc(len(batch))
-                    ctx.event("engine_failed", stage=self.name, frames=len(batch), message=str(exc))
+                    ctx.report(EngineFailed(stage=self.name, frames=len(batch), message=str(exc)))
                     images = [last] * len(batch)
                 for f, img in zip(batch, images, strict=True):
                     if img is None:

@@ -31,6 +31,7 @@ from realtime import Stage, StageContext
 from .sentences import _is_abbreviation, split_sentences
 from .stages import MoreSpeech, SpeechPiece, TextSegment
 from .types import Utterance
+from .events import SegmentAbandoned, SegmentFailed, Synthesized
 
 log = logging.getLogger(__name__)
 VoiceResolver = Callable[[str], Awaitable[EngineWorker[Any, Any]]]
@@ -245,14 +246,14 @@ class LiveSynthesize(Stage):
                     error = " ".join(str(exc).split())[:300] or type(exc).__name__
                     if not isinstance(exc, ValueError):  # not the text's fault: worth a look
                         log.warning("synthesis failed (%s): %s", seg.voice, error)
-                    ctx.event("segment_failed", utterance_id=seg.utterance_id, index=seg.index,
-                              message=error, epoch=seg.epoch)
+                    ctx.report(SegmentFailed(utterance_id=seg.utterance_id, index=seg.index,
+                                             message=error, epoch=seg.epoch))
                 meter.work(ctx.clock.now() - t0)
             if seg.epoch < ctx.epoch():
                 continue  # interrupted while we were synthesizing
             if utt is not None:
-                ctx.event("synthesized", utterance_id=seg.utterance_id, index=seg.index, text=seg.text,
-                          timing=utt.timing, duration=utt.duration_ms / 1000)
+                ctx.report(Synthesized(utterance_id=seg.utterance_id, index=seg.index, text=seg.text,
+                                       timing=utt.timing, duration=utt.duration_ms / 1000))
             await ctx.output().put(SpokenSegment(seg, utt, error))
             meter.frames_out()
             if utt is None or len(utt.audio) == 0:
@@ -271,14 +272,14 @@ class LiveSynthesize(Stage):
                     raise
                 except TimeoutError:  # its sentence has ended on screen: nobody would hear it
                     meter.work(ctx.clock.now() - t0)
-                    ctx.event("segment_abandoned", utterance_id=seg.utterance_id, index=seg.index,
-                              epoch=seg.epoch, lost_s=max(0.0, utt.total_samples - handed) / rate)
+                    ctx.report(SegmentAbandoned(utterance_id=seg.utterance_id, index=seg.index, epoch=seg.epoch,
+                                                lost_s=max(0.0, utt.total_samples - handed) / rate))
                     break
                 except Exception as exc:  # noqa: BLE001 - the rest of this sentence is lost, not the session
                     message = " ".join(str(exc).split())[:300] or type(exc).__name__
                     log.warning("synthesis failed mid-sentence (%s): %s", seg.voice, message)
-                    ctx.event("segment_failed", utterance_id=seg.utterance_id, index=seg.index,
-                              message=message, epoch=seg.epoch)
+                    ctx.report(SegmentFailed(utterance_id=seg.utterance_id, index=seg.index,
+                                             message=message, epoch=seg.epoch))
                     piece = SpeechPiece(np.zeros(0, np.float32), done=True)  # end it where it is
                 meter.work(ctx.clock.now() - t0)
                 assert isinstance(piece, SpeechPiece)

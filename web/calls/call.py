@@ -21,11 +21,12 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from pipelines.recipes.live_call import LiveCall, live_call_graph
-from realtime import Clock, Event, MonotonicClock, RuntimeMetrics, Session, SessionFailed
+from realtime import AnyEvent, Clock, MonotonicClock, RuntimeMetrics, Session, SessionFailed, SessionMetrics
 
 from ..limits import MAX_JSON_BODY_BYTES, TokenBucket, has_words
 from ..requests import ApiError, describe
 from ..resources import Unavailable
+from .events import BargeIn
 from .ice_cleanup import ice_connections, stop_orphan_consent_checks
 from .media import MicSource, TrackSink
 from .protocol import Mode
@@ -131,6 +132,7 @@ class Call:
         self.session = Session(self.live.graph, clock=self._clock, paced=True, metrics=self.metrics,
                                session_id=self.id, on_event=self._on_event,
                                align_s=1 / s.fps if s.call_frame_grid else None)
+        self.session.subscribe(SessionMetrics(self.metrics, self.live.graph.name))
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=f"call-{self.id}-{name}")
@@ -315,7 +317,7 @@ class Call:
         self._broadcast({"type": "event", "kind": "mode", "mode": mode})
 
     # -- events -----------------------------------------------------------------------------
-    def _on_event(self, event: Event) -> None:
+    def _on_event(self, event: AnyEvent) -> None:
         data = dict(event.data)
         if event.kind == "vad":
             speech = data.get("kind") == "speech_start"
@@ -326,8 +328,12 @@ class Call:
                 assert self.session is not None and self.session.media_clock.origin is not None
                 now = self._clock.now() - self.session.media_clock.origin
                 onset = float(data.get("time", now))
-                self.barge_ins.append(now - onset)
-                self._broadcast({"type": "event", "kind": "barge_in", "onset": onset, "reaction_s": now - onset})
+                # into the session's own event stream: metrics and the data channel read it there
+                self.session.report(BargeIn(onset=onset, reaction_s=now - onset))
+        elif event.kind == "barge_in":
+            self.barge_ins.append(float(data["reaction_s"]))
+            self._broadcast({"type": "event", "kind": "barge_in", "onset": data["onset"],
+                             "reaction_s": data["reaction_s"]})
         elif event.kind == "utterance_started":
             self.speaking = True
             said = self._said.pop(str(data.get("utterance_id")), None)

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from pipelines.media.live import EncodedPacket, H264Encoder, OpusEncoder, PcmEncoder
 from pipelines.recipes.live_talking_head import LiveTalkingHead, live_talking_head_graph
-from realtime import Event, RuntimeMetrics, Session, SessionFailed
+from realtime import AnyEvent, RuntimeMetrics, Session, SessionFailed, SessionMetrics
 
 from ..limits import TokenBucket, has_words
 from ..resources import SharedEngines, Unavailable
@@ -320,6 +320,7 @@ class StreamConnection:
             audio=OpusEncoder if audio == "opus" else PcmEncoder, deliver=self._deliver, seed=cfg.seed or 0,
             lookahead_frames=s.lookahead_frames, latency_budget_s=s.latency_budget_s)
         session = Session(live.graph, paced=True, metrics=self.metrics, session_id=self.id, on_event=self._on_event)
+        session.subscribe(SessionMetrics(self.metrics, live.graph.name))
         self.media = _Media(live, session, fps, time.monotonic())
         atb = Fraction(1, 48000)
         self._event(Ready(
@@ -346,7 +347,7 @@ class StreamConnection:
                                                   f"{' '.join(str(failed.error).split())[:200]})", fatal=True)
             self.close(CloseCode.INTERNAL_ERROR, "session failed")
 
-    def _on_event(self, e: Event) -> None:
+    def _on_event(self, e: AnyEvent) -> None:
         media, data = self.media, e.data
         if media is None:
             return
