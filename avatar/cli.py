@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     lt.add_argument("--say-every", type=float, default=0.0, help="seconds between `say` requests on every call (0: none)")
     lt.add_argument("--wav", help="the callers' microphone, looped (default: a sentence synthesized here)")
     lt.add_argument("--silent", action="store_true", help="callers send no audio (receive only)")
+    lt.add_argument("--no-decode", action="store_true", help=(
+        "count and time received video frames without decoding them (callers on the server's own "
+        "machine stand in for remote browsers without taking its CPU)"))
     lt.add_argument("--json", help="write the report as JSON")
     lt.add_argument("--plot", help="write a PNG: fps over time, frame intervals, server latency histograms")
     lt.add_argument("--token", default=os.environ.get("AVATAR_TOKEN"), help="bearer token (AVATAR_TOKEN)")

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from web.calls.caller import Caller
+from web.calls.caller import Caller, count_video_without_decoding
 
 SAY = "Thank you for calling. Let me look that up for you, it will only take a moment."
 HISTOGRAMS = ("avatar_engine_latency_seconds", "avatar_say_first_frame_seconds")
@@ -99,9 +99,11 @@ def server_figures(before: str, after: str) -> dict[str, dict[str, float | None]
 
 
 async def run(url: str, *, callers: int, duration_s: float, wav: str | None = None, mode: str = "mirror",
-              token: str | None = None, say_every_s: float = 0.0, ramp_s: float = 0.5,
+              token: str | None = None, say_every_s: float = 0.0, ramp_s: float = 0.5, decode: bool = True,
               progress: Any = sys.stderr) -> dict[str, Any]:
     url = url.rstrip("/")
+    if not decode:
+        count_video_without_decoding()
     before = await _metrics(url, token)
     peers = [Caller(url, wav=wav, mode=mode, token=token) for _ in range(callers)]
     fps_series: list[list[tuple[float, float]]] = [[] for _ in peers]
@@ -133,7 +135,7 @@ async def run(url: str, *, callers: int, duration_s: float, wav: str | None = No
             progress.write("\n")
     await asyncio.sleep(0.5)  # the server's last frames counted
     after = await _metrics(url, token)
-    return {"url": url, "callers": callers, "duration_s": duration_s, "mode": mode,
+    return {"url": url, "callers": callers, "duration_s": duration_s, "mode": mode, "decoded_video": decode,
             "calls": [asdict(p.summarize()) for p in peers], "fps_over_time": fps_series,
             "server": server_figures(before, after)}
 
@@ -198,7 +200,7 @@ def main(args: Any) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         wav = args.wav or (None if args.silent else speech_wav(Path(tmp) / "mic.wav"))
         report = asyncio.run(run(args.url, callers=args.callers, duration_s=args.duration, wav=wav, mode=args.mode,
-                                 token=args.token, say_every_s=args.say_every))
+                                 token=args.token, say_every_s=args.say_every, decode=not args.no_decode))
     print(table(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))

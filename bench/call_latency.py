@@ -75,21 +75,9 @@ async def engine_latency(seconds: float, size: int) -> dict[str, float]:
 
 
 def _count_video_without_decoding() -> None:
-    """The callers stand in for remote browsers: decoding N 512² streams here would take the
-    CPU the server is measured on. Each received video frame (complete, as aiortc's jitter
-    buffer assembles it) still yields one (tiny) frame, so received fps is counted."""
-    import av
-    import aiortc.rtcrtpreceiver as receiver
+    from web.calls.caller import count_video_without_decoding
 
-    real = receiver.get_decoder
-
-    class Counting:
-        def decode(self, encoded: object) -> list[av.VideoFrame]:
-            f = av.VideoFrame(16, 16, "yuv420p")
-            f.pts = encoded.timestamp  # type: ignore[attr-defined]
-            return [f]
-
-    receiver.get_decoder = lambda codec: Counting() if codec.mimeType.lower().startswith("video/") else real(codec)
+    count_video_without_decoding()
 
 
 async def callers(http: str, n: int, seconds: float) -> None:

@@ -37,6 +37,31 @@ class CallerFigures:
     events: dict[str, int] = field(default_factory=dict)  # data channel events by kind
 
 
+def count_video_without_decoding() -> None:
+    """Callers standing in for remote browsers: decoding N 512² streams on the server's own
+    machine would take the CPU being measured. Each video frame aiortc's jitter buffer
+    assembles still yields one tiny frame with its RTP timestamp, so frames are counted and
+    timed as received. Process-wide (aiortc looks the decoder up in a module)."""
+    import aiortc.rtcrtpreceiver as receiver
+    import av
+
+    real = receiver.get_decoder
+    if getattr(real, "counting", False):
+        return
+
+    class Counting:
+        def decode(self, encoded: Any) -> list[av.VideoFrame]:
+            f = av.VideoFrame(16, 16, "yuv420p")
+            f.pts = encoded.timestamp
+            return [f]
+
+    def get_decoder(codec: Any) -> Any:
+        return Counting() if codec.mimeType.lower().startswith("video/") else real(codec)
+
+    get_decoder.counting = True  # type: ignore[attr-defined]
+    receiver.get_decoder = get_decoder
+
+
 class Caller:
     def __init__(self, base_url: str, *, wav: str | None, mode: str = "mirror", token: str | None = None,
                  fps: int = 25) -> None:
