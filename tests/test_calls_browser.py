@@ -6,6 +6,7 @@ test-artifacts/."""
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 from typing import Any
 
@@ -43,13 +44,19 @@ def _loudest(samples: list[dict[str, Any]], span: int = 5) -> float:
     return max((_power(samples[i], samples[i + span]) for i in range(len(samples) - span)), default=0.0)
 
 
+TURN = {"urls": ["turn:127.0.0.1:9?transport=udp"], "username": "caller", "credential": "secret"}
+
+
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("browser_name", ["chromium", "firefox"])
 def test_call_page_starts_a_call_and_the_avatar_speaks(browser_name: str) -> None:
     chromium_path() if browser_name == "chromium" else firefox_path()
 
-    async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], str]:
-        async with server_process(call_size=256, sizes=[256], size=256, voice="en-us") as http:
+    async def scenario() -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], str, str]:
+        # Chromium's page also gets a TURN server from the server (setting ice_servers, served
+        # at /v1/ice-servers); nothing listens there, so the call connects directly anyway.
+        turn = {"ice_servers": [TURN]} if browser_name == "chromium" else {}
+        async with server_process(call_size=256, sizes=[256], size=256, voice="en-us", **turn) as http:
             browser: Browser | FirefoxBrowser = Browser(FAKE_MEDIA) if browser_name == "chromium" else FirefoxBrowser()
             try:
                 await browser.start()
@@ -61,6 +68,7 @@ def test_call_page_starts_a_call_and_the_avatar_speaks(browser_name: str) -> Non
                 async with asyncio.timeout(30):
                     while await browser.eval("window.callStats.state") != "connected":
                         await asyncio.sleep(0.2)
+                ice = await browser.eval("JSON.stringify(pc.getConfiguration().iceServers)")
                 # the inbound audio's level, sampled in the page from the browser's own
                 # getStats() (standard inbound-rtp fields): cumulative energy and duration
                 await browser.eval(AUDIO_SAMPLER)
@@ -84,11 +92,13 @@ def test_call_page_starts_a_call_and_the_avatar_speaks(browser_name: str) -> Non
                 log = await browser.eval("document.getElementById('log').textContent")
                 await browser.eval("document.getElementById('end').click()")
                 await asyncio.sleep(0.5)
-                return stats, silent, speaking, f"{shot}\n{log}"
+                return stats, silent, speaking, f"{shot}\n{log}", ice
             finally:
                 await browser.close()
 
-    stats, silent, speaking, info = asyncio.run(scenario())
+    stats, silent, speaking, info, ice = asyncio.run(scenario())
+    if browser_name == "chromium":  # the page configured its peer connection with the server's relay
+        assert json.loads(ice) == [TURN], ice
     assert stats["framesDecoded"] >= 50, info
     # the silent stretch was heard (samples arrived and were measured) and was quiet ...
     assert len(silent) >= 2 and silent[-1]["duration"] - silent[0]["duration"] >= 1.0, silent

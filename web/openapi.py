@@ -79,6 +79,16 @@ def openapi_document(secured: bool = False) -> dict[str, Any]:
                                                           "?token= is accepted too"}},
         },
         "paths": {
+            "/v1/ice-servers": {"get": {
+                "summary": "the STUN/TURN servers a caller's peer connection should use (setting ice_servers)",
+                "security": BEARER,
+                "responses": {"200": {"description": "RTCConfiguration.iceServers", "content": {
+                    "application/json": {"schema": {"type": "object", "required": ["iceServers"], "properties": {
+                        "iceServers": {"type": "array", "items": {"type": "object", "required": ["urls"], "properties": {
+                            "urls": {"type": "array", "items": {"type": "string"}},
+                            "username": {"type": "string"}, "credential": {"type": "string"}}}}}}}}},
+                    **COMMON},
+            }},
             "/v1/calls": {"post": {
                 "summary": "start a call: the SDP offer in, the SDP answer out",
                 "security": BEARER,

@@ -37,7 +37,7 @@ from .settings import ServerSettings
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 STATE_CHANGING = frozenset({"POST", "DELETE", "PUT", "PATCH"})
-PROTECTED_PREFIXES = ("/v1/calls", "/v1/stream")
+PROTECTED_PREFIXES = ("/v1/calls", "/v1/stream", "/v1/ice-servers")  # TURN credentials are secrets too
 OPEN_PATHS = frozenset({"/v1/stream/schema"})
 MAINTENANCE_PARAMS = ("trim", "tasks")
 

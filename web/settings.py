@@ -13,6 +13,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 ENV_PREFIX = "AVATAR_"
 
 
+class IceServer(BaseModel):
+    """A STUN or TURN server for callers' peer connections (the browser's RTCIceServer)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    urls: list[str] = Field(min_length=1, max_length=8)
+    username: str | None = Field(None, max_length=256)
+    credential: str | None = Field(None, max_length=256)
+
+    @field_validator("urls")
+    @classmethod
+    def _schemes(cls, v: list[str]) -> list[str]:
+        for url in v:
+            if not url.startswith(("stun:", "stuns:", "turn:", "turns:")):
+                raise ValueError(f"{url!r}: an ICE server URL starts with stun:, stuns:, turn: or turns:")
+        return v
+
+
 class ServerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -122,6 +139,10 @@ class ServerSettings(BaseModel):
         "Retry-After), running ones go on until they end by themselves, at most this long — "
         "then the graceful stop below; 0 (default) stops at once. SIGINT never drains; a second "
         "SIGTERM during a drain stops at once"))
+    ice_servers: list[IceServer] = Field(default_factory=list, max_length=8, description=(
+        "STUN/TURN servers handed to callers (GET /v1/ice-servers; the call page uses them): a "
+        "TURN relay for callers behind NAT or an engine whose address they cannot reach "
+        "(docs/deploy.md, \"Calls across NAT\"); JSON list of {urls, username, credential}"))
     public_url: str | None = Field(None, description=(
         "the URL under which this server (this worker) is reachable, e.g. https://pod-3.avatar.example; "
         "set, a call's `Location` is absolute on it, so follow-up signaling reaches the worker "

@@ -147,8 +147,16 @@ async def call_stats(request: web.Request) -> web.StreamResponse:
     return web.json_response(stats.model_dump())
 
 
+async def ice_servers(request: web.Request) -> web.Response:
+    """What a caller's peer connection is configured with (RTCConfiguration.iceServers)."""
+    reg: CallRegistry = request.app[CALLS]["registry"]
+    servers = [srv.model_dump(exclude_none=True) for srv in reg.settings.ice_servers]
+    return web.json_response({"iceServers": servers}, headers={"Cache-Control": "no-store"})
+
+
 def add_call_routes(app: web.Application, registry: CallRegistry) -> None:
     app[CALLS] = {"registry": registry}
+    app.router.add_get("/v1/ice-servers", ice_servers)
     app.router.add_post("/v1/calls", create_call)
     app.router.add_delete("/v1/calls/{call_id}", delete_call)
     app.router.add_get("/v1/calls/{call_id}", call_stats)

@@ -37,9 +37,18 @@ function waitIce(pc) {
   });
 }
 
+// The server's STUN/TURN servers (setting ice_servers): a relay for callers behind NAT.
+async function iceServers() {
+  try {
+    const res = await fetch("/v1/ice-servers");
+    if (res.ok) return (await res.json()).iceServers || [];
+  } catch (_) {}
+  return [];
+}
+
 async function start() {
   setInCall(true); setState("starting");
-  pc = new RTCPeerConnection();
+  pc = new RTCPeerConnection({ iceServers: await iceServers() });
   const local = await localMedia($("use-camera").checked);
   const kinds = new Set();
   if (local) {
