@@ -298,6 +298,10 @@ class SpeechFace:
             self._model_idle.clear()
             self._ensure_model_task()
 
+    def markers_pending(self) -> int:
+        """end_of_speech markers not yet handed out with a frame."""
+        return len(self._loose_markers) + sum(len(s.markers) for s in self._stretches)
+
     def interrupt(self) -> float:
         """Drop all speech not yet shown (barge-in). Returns the seconds dropped."""
         dropped = 0.0

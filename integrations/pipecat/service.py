@@ -65,6 +65,7 @@ class AvatarVideoService(FrameProcessor):
         self._loop_task: asyncio.Task[None] | None = None
         self._context_id: str | None = None
         self._bad_audio: set[str] = set()  # problems reported once each
+        self._markers_held = 0  # TTSStoppedFrames taken in and not yet pushed on
 
     @property
     def engines(self) -> FaceEngines | None:
@@ -81,10 +82,12 @@ class AvatarVideoService(FrameProcessor):
         elif isinstance(frame, TTSAudioRawFrame):
             self._take_audio(frame)  # it comes out again with its frames
         elif isinstance(frame, TTSStoppedFrame) and self.face is not None:
+            self._markers_held += 1
             self.face.end_of_speech(marker=frame)  # pushed when its speech is out
         elif isinstance(frame, InterruptionFrame):
             if self.face is not None:
                 dropped = self.face.interrupt()
+                self._markers_held = self.face.markers_pending()  # the dropped speech's go with it
                 log.debug("interrupted: %.2f s of speech dropped", dropped)
             await self.push_frame(frame, direction)
         elif isinstance(frame, EndFrame):
@@ -136,6 +139,7 @@ class AvatarVideoService(FrameProcessor):
                                                            num_channels=1, context_id=self._context_id))
                 for marker in f.done:
                     await self.push_frame(marker)
+                    self._markers_held -= 1
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the renderer or lip model failed for good: say so, once
@@ -149,7 +153,10 @@ class AvatarVideoService(FrameProcessor):
         if graceful and self.face is not None:
             # what was said plays out first (the transport waits for it too)
             deadline = asyncio.get_running_loop().time() + self.face.queued_s() + END_GRACE_S
-            while self.face.queued_s() > 0 and asyncio.get_running_loop().time() < deadline and not task.done():
+            # ... and the frame that ends it goes out with its TTSStoppedFrame: the last audio
+            # leaves the queue a frame before that frame and its markers are pushed
+            while ((self.face.queued_s() > 0 or self._markers_held > 0)
+                   and asyncio.get_running_loop().time() < deadline and not task.done()):
                 await asyncio.sleep(1 / self.face.fps)
         with contextlib.suppress(asyncio.CancelledError):
             await self.cancel_task(task)
