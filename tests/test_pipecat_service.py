@@ -24,6 +24,7 @@ from pipecatharness import Run, start, tts_frames
 from pipelines.evaluation.lipsync import MouthProbe, mouth_areas, pearson
 from pipelines.render.avatar import default_avatar
 from pipelines.speech.tts import SpeechSynthesizer
+from timing import REALTIME_E2E
 
 SIZE, FPS = 128, 30
 
@@ -119,6 +120,7 @@ def test_audio_it_cannot_take_is_reported_once_and_the_face_goes_on() -> None:
     assert _gaps(run) < 0.25
 
 
+@REALTIME_E2E
 @pytest.mark.timeout(120)
 def test_an_interruption_drops_the_unsaid_speech_at_once() -> None:
     async def scenario() -> tuple[Run, float]:

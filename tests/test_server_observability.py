@@ -21,6 +21,7 @@ from web.stream.protocol import Config, Done, Stats
 
 from callutil import CallClient
 from wsutil import running_server
+from timing import REALTIME_E2E
 
 CALL = {"call_size": 256, "sizes": [256], "size": 256, "voice": "en-us"}
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -91,6 +92,7 @@ def test_every_documented_metric_is_exported_during_a_call_and_a_stream(tmp_path
     assert second["avatar_engine_process_resident_memory_bytes"] > 50e6
 
 
+@REALTIME_E2E
 def test_call_stats_report_mirror_latency_and_honour_the_window(tmp_path: Path) -> None:
     async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
         async with running_server(**CALL) as server, aiohttp.ClientSession() as http:
