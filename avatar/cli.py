@@ -71,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     lt.add_argument("--json", help="write the report as JSON")
     lt.add_argument("--plot", help="write a PNG: fps over time, frame intervals, server latency histograms")
     lt.add_argument("--token", default=os.environ.get("AVATAR_TOKEN"), help="bearer token (AVATAR_TOKEN)")
+    b = sub.add_parser("bench", help="benchmarks of this machine")
+    bsub = b.add_subparsers(dest="bench_command", required=True)
+    bc = bsub.add_parser("capacity", help="how many 25 fps sessions a server here carries without late frames")
+    bc.add_argument("--kinds", nargs="+", choices=["agent", "mirror"], default=["agent", "mirror"],
+                    help="agent: text-driven calls; mirror: audio-driven (the caller's voice moves the lips)")
+    bc.add_argument("--max", type=int, default=8, help="the most sessions tried")
+    bc.add_argument("--seconds", type=float, default=20.0, help="how long each step runs")
+    bc.add_argument("--size", type=int, default=512, help="frame side")
+    bc.add_argument("--json", help="write the report as JSON")
+    bc.add_argument("--plot", help="write a PNG: lateness, frame interval and CPU against sessions")
     c = sub.add_parser("client", help="talk to a server's /v1/stream")
     csub = c.add_subparsers(dest="client_command", required=True)
     cs = csub.add_parser("say", help="say a text and record the stream into an MP4")
@@ -309,6 +319,12 @@ def _run_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_bench(args: argparse.Namespace) -> int:
+    from .capacity import main as capacity
+
+    return capacity(args)
+
+
 def _run_loadtest(args: argparse.Namespace) -> int:
     from .loadtest import main as loadtest
 
@@ -328,7 +344,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         commands = {"render": _run_render, "voices": _run_voices, "train": _run_train, "eval": _run_eval, "calibrate": _run_calibrate,
-                    "serve": _run_serve, "client": _run_client, "loadtest": _run_loadtest}
+                    "serve": _run_serve, "client": _run_client, "loadtest": _run_loadtest, "bench": _run_bench}
         return commands[args.command](args)
     except (ValueError, OSError) as exc:  # bad input: one line, no traceback
         if args.debug:
