@@ -103,7 +103,7 @@ async def step(url: str, n: int, mode: str, seconds: float, wav: str | None) -> 
     before = await _metrics(url)
     t0 = time.monotonic()
     report = await run(url, callers=n, duration_s=seconds, wav=wav if mode == "mirror" else None, mode=mode,
-                       say_every_s=4.0 if mode == "agent" else 0.0, decode=False, progress=None)
+                       say_every_s=6.0 if mode == "agent" else 0.0, decode=False, progress=None)
     dt = time.monotonic() - t0
     after = await _metrics(url)
     produced = _sum(after, "avatar_stage_frames_out_total", 'stage="render"') - \
