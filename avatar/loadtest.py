@@ -113,7 +113,7 @@ async def run(url: str, *, callers: int, duration_s: float, wav: str | None = No
             await p.start()
             if i < len(peers) - 1:
                 await asyncio.sleep(ramp_s)
-        last_say = time.monotonic()
+        last_say = -math.inf  # agent mode: the first say at once, then every say_every_s
         while (elapsed := time.monotonic() - t0) < duration_s:
             await asyncio.sleep(0.5)
             up = [p for p in peers if p.location]
@@ -122,7 +122,7 @@ async def run(url: str, *, callers: int, duration_s: float, wav: str | None = No
                 if p.location:
                     fps_series[i].append((round(elapsed, 2), p.fps_now()))
             if say_every_s > 0 and time.monotonic() - last_say >= say_every_s:
-                last_say = time.monotonic()
+                last_say = -math.inf  # agent mode: the first say at once, then every say_every_s
                 await asyncio.gather(*(p.say(SAY) for p in up), return_exceptions=True)
             if progress is not None:
                 low = f" min {min(rates):.1f}" if rates else ""
