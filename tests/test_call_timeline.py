@@ -1,6 +1,6 @@
 """Claim: a call's timing, to the frame — video and audio released exactly `call_latency_budget_s`
 after their media time on a 40 ms grid with no A/V offset; mirror-mode engine latency within
-the documented 100-140 ms for every chunk of the caller's audio, with the avatar's mouth
+the documented 120-160 ms for every chunk of the caller's audio, with the avatar's mouth
 following the caller's voice at the mirror delay; barge-in silencing the avatar within the
 documented 200 ms of the caller's speech onset (docs/calls.md, "Time and sync", "barge-in").
 
@@ -183,7 +183,7 @@ def test_frames_are_released_on_the_grid_exactly_one_budget_after_their_media_ti
     assert speech[0] - heard_from <= 0.2, speech[0] - heard_from  # espeak's own lead-in silence at most
 
 
-def test_mirror_latency_is_within_the_documented_100_to_140_ms_and_the_mouth_follows() -> None:
+def test_mirror_latency_is_within_the_documented_120_to_160_ms_and_the_mouth_follows() -> None:
     mic = speech_48k(0.5, ["The quick brown fox jumps over the lazy dog.", "Pack my box with five dozen liquor jugs."])
 
     async def scenario() -> dict[str, Any]:
@@ -192,9 +192,9 @@ def test_mirror_latency_is_within_the_documented_100_to_140_ms_and_the_mouth_fol
     r = asyncio.run(scenario())
     lat = np.array(r["latency"])
     assert len(lat) > 200, len(lat)  # nearly every chunk of the caller's audio was shown
-    # delay (80) - half a frame (20) + budget (40) + up to one frame of quantisation (40)
+    # delay (100) - half a frame (20) + budget (40) + up to one frame of quantisation (40)
     print(f"mirror latency: min {1000 * lat.min():.0f}, p50 {1000 * np.median(lat):.0f}, max {1000 * lat.max():.0f} ms")
-    assert lat.min() >= 0.100 - 1e-6 and lat.max() <= 0.140 + 1e-6, (lat.min(), np.median(lat), lat.max())
+    assert lat.min() >= 0.120 - 1e-6 and lat.max() <= 0.160 + 1e-6, (lat.min(), np.median(lat), lat.max())
     assert r["counts"]["mirrored_frames"] > 100 and r["counts"]["stale_frames"] == 0, r["counts"]
     # what the frames show: the avatar's mouth against the caller's voice, at the mirror delay
     probe = MouthProbe.for_landmarks(default_avatar(SIZE).landmarks)
@@ -203,9 +203,9 @@ def test_mirror_latency_is_within_the_documented_100_to_140_ms_and_the_mouth_fol
     assert gaps.max() >= 2, "the mouth never opened"
     delivered = np.array(r["mic"].delivered)
     env = _chunk_rms(mic, len(delivered))
-    # caller loudness around the instant each frame shows: media time + half a frame - 80 ms delay
+    # caller loudness around the instant each frame shows: media time + half a frame - 100 ms delay
     origin = r["origin"]
-    shown = np.array([f.pts / 90000 + 0.5 * FRAME - 0.080 for _, f in video])
+    shown = np.array([f.pts / 90000 + 0.5 * FRAME - 0.100 for _, f in video])
     chunk_t = delivered - origin
     loud = np.interp(shown, chunk_t, 20 * np.log10(env + 1e-4))
     lags = list(range(-3, 4))

@@ -79,11 +79,13 @@ class ServerSettings(BaseModel):
     max_sdp_bytes: int = Field(64 * 1024, ge=1024)
     call_size: int = Field(512, ge=128, le=1024)
     call_lookahead_ms: int = Field(40, ge=0, le=120, description="audio look-ahead of the lip model (mirror)")
-    call_mirror_delay_s: float = Field(0.08, ge=0.0, description=(
-        "the avatar mirrors the caller this far behind: look-ahead + 17.5 ms framing + compute + jitter"))
+    call_mirror_delay_s: float = Field(0.10, ge=0.0, description=(
+        "the avatar mirrors the caller this far behind: look-ahead + 17.5 ms framing + compute + jitter "
+        "+ the render margin beyond the latency budget"))
     call_latency_budget_s: float = Field(0.04, gt=0, description="media time -> release to the encoder")
-    call_render_margin_s: float = Field(0.025, ge=0, description=(
-        "mirroring, a frame is emitted this long before its release (idle, render, sink)"))
+    call_render_margin_s: float = Field(0.04, ge=0, description=(
+        "mirroring, a frame is emitted this long before its release (idle, render, sink); beyond "
+        "call_latency_budget_s it is emitted before its media time"))
     call_lead_frames: int = Field(3, ge=1, le=5, description=(
         "agent mode: frames are made this many frame periods before their media time (render time "
         "to spare when calls share the CPU; speech starts this much later)"))

@@ -40,18 +40,19 @@ class LiveCall:
 
 def live_call_graph(*, mic: Stage, sink: Stage, voices: VoiceResolver, default_voice: str,
                     renderer: EngineWorker[Any, Any], motion: EngineWorker[Any, Any], sample_rate: int,
-                    fps: int, seed: int = 0, lookahead_ms: int = 40, mirror_delay_s: float = 0.08,
-                    render_margin_s: float = 0.025, barge_in_min_speech_ms: int = 120,
+                    fps: int, seed: int = 0, lookahead_ms: int = 40, mirror_delay_s: float = 0.10,
+                    render_margin_s: float = 0.04, barge_in_min_speech_ms: int = 120,
                     latency_budget_s: float = 0.04, lead_frames: int = 3) -> LiveCall:
     """Frames are released `latency_budget_s` after their media time. Otherwise the articulator
     emits each frame `lead_frames` frame periods ahead of its media time (render time to spare
     when calls share the CPU; a barge-in silences audio already handed on); mirroring, it holds it until
-    `render_margin_s` (idle, render, sink) before its release, so the lips show the latest audio."""
+    `render_margin_s` (idle, render, sink) before its release, so the lips show the latest audio; a
+    margin beyond the budget emits it that much before its media time (the mirror delay pays for it)."""
     g = Graph("live_call", latency_budget_s=latency_budget_s)
     text = LiveText("text", default_voice=default_voice)
     articulate = CallArticulate("visemes", fps=fps, sample_rate=sample_rate, lookahead_frames=lead_frames,
                                 mirror_delay_s=mirror_delay_s,
-                                mirror_hold_s=max(0.0, latency_budget_s - render_margin_s))
+                                mirror_hold_s=latency_budget_s - render_margin_s)
     mirror = MirrorMouth("mirror", motion, lookahead_ms=lookahead_ms)
     g.add(mic, Resample("resample"),
           DetectVoice("vad", min_speech_ms=barge_in_min_speech_ms),
