@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from .types import Perception
 ANALYSIS_MAX_SIDE = 1280
 AUDIO_RATE = 16000
 AUDIO_AHEAD_S = 0.1  # audio fed this far past the Perceiver's look-ahead before each frame
+MIN_ANALYSIS_SIDE = 16  # tinier frames are padded (black, right and bottom) to this for the Perceiver
 OVERLAY_MIN_SIDE = 320  # tiny inputs are drawn enlarged so the labels can be read
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -233,6 +235,10 @@ def video_frames(path: str, info: VideoInfo) -> Iterator[tuple[float, np.ndarray
                 rgb = frame.reformat(width=aw, height=ah, format="rgb24", interpolation="AREA").to_ndarray()
             else:
                 rgb = frame.to_ndarray(format="rgb24")
+            if min(aw, ah) < MIN_ANALYSIS_SIDE:  # no face fits; the Perceiver's patches need a few pixels
+                pad = np.zeros((max(ah, MIN_ANALYSIS_SIDE), max(aw, MIN_ANALYSIS_SIDE), 3), np.uint8)
+                pad[:ah, :aw] = rgb
+                rgb = pad
             yield round(t, 4), rgb
     except _av_error() as exc:
         raise InputError(f"{name}: cannot decode its video after {max(last, 0.0):.2f} s ({_reason(exc)}): "
@@ -260,6 +266,9 @@ class AtomicOutput:
         except OSError as exc:
             raise InputError(f"{path}: cannot write there ({_reason(exc)})") from None
         os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
 
     def commit(self) -> None:
         os.replace(self.tmp, self.path)
@@ -450,6 +459,8 @@ def perceive_file(input: str | os.PathLike[str], events_path: str | os.PathLike[
 
             def emit(results: list[Perception]) -> None:
                 for p in results:
+                    if p.mask is not None and p.mask.shape[:2] != (ah, aw):  # a padded tiny frame
+                        p = dataclasses.replace(p, mask=p.mask[:ah, :aw])
                     lines = rec.records_of(p, analysed_size=(ah, aw), input_size=(info.height, info.width))
                     for r in lines:
                         fh.write(rec.dump(r) + "\n")
@@ -459,6 +470,8 @@ def perceive_file(input: str | os.PathLike[str], events_path: str | os.PathLike[
                     for e in p.events:
                         summary.events[e.type] = summary.events.get(e.type, 0) + 1
                     rgb = pending.pop(p.index, None)
+                    if rgb is not None:
+                        rgb = rgb[:ah, :aw]
                     if writer is not None and rgb is not None:
                         recent.extend((p.t, _event_text(e)) for e in p.events)
                         recent[:] = [(te, s) for te, s in recent if p.t - te <= 1.5]

@@ -190,7 +190,7 @@ class Perceiver:
             for tid, box, m, fresh in p.faces)
         mask, kind = self._mask(p, speaker, loud, win)
         ev = tuple(self.events.update(p.t, faces, speaker))
-        for k in [k for k in self._times if k < p.index - 400 * self.fps]:
+        for k in [k for k in self._times if k < p.index - (MAX_WINDOW_S + 2) * self.fps]:  # bounded memory
             del self._times[k]
             for tr in self.tracker.tracks.values():
                 tr.mouth.pop(k, None)
