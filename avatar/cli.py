@@ -45,8 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("-o", "--output", default=None, help="folder for the checkpoint (default: the shipped weights)")
     tr.add_argument("--steps", type=int, default=None)
     tr.add_argument("--seed", type=int, default=None)
-    ev = sub.add_parser("eval", help="evaluate a model on held-out data")
-    ev.add_argument("what", choices=["motion"])
+    pe = sub.add_parser("perceive", add_help=False, help=(
+        "who is speaking and where in a video file: an events file (JSON Lines), an overlay video "
+        "(`avatar perceive --help`)"))
+    pe.add_argument("rest", nargs=argparse.REMAINDER)
+    ev = sub.add_parser("eval", help="evaluate a model on held-out data (`avatar eval perception --help`: "
+                                     "perception on generated scenes)")
+    ev.add_argument("what", choices=["motion", "perception"])
     ev.add_argument("--weights", default=None, help="checkpoint folder (default: the shipped weights)")
     ev.add_argument("--json", action="store_true", help="print the figures as JSON")
     ca = sub.add_parser("calibrate", help="choose a trained model's inference calibration again")
@@ -336,6 +341,15 @@ def _ms(seconds: float | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Perception's commands parse their own arguments (pipelines/perception/file.py,
+    # pipelines/evaluation/perception_eval.py): handed over whole.
+    if argv[:1] == ["perceive"]:
+        from pipelines.perception.file import main as perceive_main
+        return perceive_main(argv[1:])
+    if argv[:2] == ["eval", "perception"]:
+        from pipelines.evaluation.perception_eval import main as eval_main
+        return eval_main(argv[2:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
