@@ -71,8 +71,9 @@ class Received:
 
 class CallClient:
     def __init__(self, http: str, *, wav: str | None = None, mode: str = "agent", keep_video: bool = True,
-                 rewrite_offer: Any = None, rewrite_answer: Any = None) -> None:
+                 rewrite_offer: Any = None, rewrite_answer: Any = None, camera: str | None = None) -> None:
         self.http, self.wav, self.mode, self.keep_video = http, wav, mode, keep_video
+        self.camera = camera  # a video file (with its audio) sent as the caller's camera and microphone
         # SDP -> SDP, e.g. to route the media through a test relay (tests/udprelay.py)
         self.rewrite_offer, self.rewrite_answer = rewrite_offer, rewrite_answer
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -85,13 +86,17 @@ class CallClient:
         self.mic: TimedTrack | None = None
 
     async def start(self) -> int:
-        if self.wav:
-            self.player = MediaPlayer(self.wav)
+        if self.wav or self.camera:
+            self.player = MediaPlayer(self.camera or self.wav)
             self.mic = TimedTrack(self.player.audio)
             self.pc.addTrack(self.mic)
         else:
             self.pc.addTransceiver("audio", direction="recvonly")
-        self.pc.addTransceiver("video", direction="recvonly")
+        if self.camera:
+            assert self.player is not None and self.player.video is not None
+            self.pc.addTrack(self.player.video)  # sendrecv: the avatar comes back on it
+        else:
+            self.pc.addTransceiver("video", direction="recvonly")
         self.channel = self.pc.createDataChannel("control")
 
         @self.channel.on("message")

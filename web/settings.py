@@ -96,6 +96,11 @@ class ServerSettings(BaseModel):
     call_connect_timeout_s: float = Field(10.0, gt=0, description=(
         "end a call whose ICE and DTLS have not connected this long after its answer: the slot "
         "is freed and its pipeline stopped"))
+    call_perception: bool = Field(False, description=(
+        "perceive the caller's camera and microphone (faces, who speaks, events) and send the "
+        "records on the call's data channel and GET /v1/perception (docs/perception.md)"))
+    call_perception_fps: float = Field(10.0, gt=0, le=30, description=(
+        "frames of the caller's camera perceived per second at most (newer frames replace waiting ones)"))
     barge_in: bool = Field(True, description="agent mode: the caller speaking stops the avatar")
     barge_in_min_speech_ms: int = Field(120, ge=32)
     # Compute

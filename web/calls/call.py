@@ -29,6 +29,7 @@ from ..resources import Unavailable
 from .events import BargeIn
 from .ice_cleanup import ice_connections, stop_orphan_consent_checks
 from .media import MicSource, TrackSink
+from .perception import CallPerception
 from .protocol import Mode
 from .tracks import ClockedTrack, Release
 from .video_encoder import install as install_vp8
@@ -88,6 +89,8 @@ class Call:
         self._starting: list[tuple[float, float]] = []  # (media time of its start, clock time of its say)
         self._latency_upto = float("-inf")  # mic instants counted into avatar_engine_latency_seconds
         self._bucket = TokenBucket(settings.messages_per_second, settings.message_burst, time.monotonic)
+        self.perception: CallPerception | None = None  # the caller's camera perceived (call_perception)
+        self.perception_feed: Callable[[dict[str, Any]], None] | None = None  # the server-wide feed
 
     # -- setup ------------------------------------------------------------------------------
     async def accept(self, offer_sdp: str) -> str:
@@ -193,8 +196,22 @@ class Call:
     def _on_track(self, track: MediaStreamTrack) -> None:
         if track.kind == "audio":
             self.mic.attach(track)
+        elif self.settings.call_perception and self.perception is None:
+            self.perception = CallPerception(self.id, max_fps=self.settings.call_perception_fps,
+                                             publish=self._publish_perception, origin=self._media_origin)
+            self.mic.taps.append(self.perception.audio)
+            self._spawn(self.perception.read(track), "camera")
+            self._spawn(self.perception.run(), "perception")
         else:
-            self._spawn(self._drain(track), "camera")  # not used yet: read it so nothing queues up
+            self._spawn(self._drain(track), "camera")  # perception off: read it so nothing queues up
+
+    def _media_origin(self) -> float | None:
+        return self.session.media_clock.origin if self.session is not None else None
+
+    def _publish_perception(self, record: dict[str, Any]) -> None:
+        self._broadcast(record)
+        if self.perception_feed is not None:
+            self.perception_feed({"call": self.id, **record})
 
     async def _drain(self, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):

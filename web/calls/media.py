@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from fractions import Fraction
 
 import av
@@ -33,6 +34,8 @@ class MicSource(Stage):
         self._track: asyncio.Future[MediaStreamTrack] | None = None
         self.arrivals: deque[tuple[float, float]] = deque(maxlen=4000)  # (session time, clock time)
         self.frames = 0
+        # copies of the caller's audio (samples, rate, session time): the call's perception
+        self.taps: list[Callable[[np.ndarray, int, float], None]] = []
 
     def attach(self, track: MediaStreamTrack) -> None:
         if self._track is None:
@@ -71,6 +74,8 @@ class MicSource(Stage):
                 continue
             self.arrivals.append((t, now))
             self.frames += 1
+            for tap in self.taps:
+                tap(samples, rate, t)
             with contextlib.suppress(Exception):
                 out.offer(AudioFrame(pts=round(t * rate), time_base=Fraction(1, rate), samples=samples,
                                      sample_rate=rate, entered=now, deadline=ctx.media_clock.due(t + self.slack_s),

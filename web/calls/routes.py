@@ -24,6 +24,7 @@ from aiohttp import web
 from ..limits import MAX_JSON_BODY_BYTES
 from ..requests import ApiError, json_body, query, read_body, require_type
 from .call import Call, OfferError, check_offer
+from .feed import PerceptionFeed
 from .protocol import Accepted, CallStats, CreateQuery, Interrupt, Say, SetMode, StatsQuery
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ class CallRegistry:
         self.calls: dict[str, Call] = {}
         self._pending = 0  # calls being set up, counted against the limit
         self.draining = False  # stopping: new calls are refused (503)
+        self.feed = PerceptionFeed()  # GET /v1/perception
 
     def _closed(self, call: Call) -> None:
         self.calls.pop(call.id, None)
@@ -43,6 +45,7 @@ class CallRegistry:
     async def create(self, offer: str, mode: str) -> tuple[Call, str]:
         call = Call(uuid.uuid4().hex[:12], engines=self.engines, settings=self.settings, metrics=self.metrics,
                     mode=mode, on_closed=self._closed)  # type: ignore[arg-type]
+        call.perception_feed = self.feed.publish
         self._pending += 1
         try:
             answer = await call.accept(offer)
@@ -163,6 +166,7 @@ def add_call_routes(app: web.Application, registry: CallRegistry) -> None:
     app.router.add_post("/v1/calls/{call_id}/say", say)
     app.router.add_post("/v1/calls/{call_id}/interrupt", interrupt)
     app.router.add_post("/v1/calls/{call_id}/mode", set_mode)
+    app.router.add_get("/v1/perception", registry.feed.handler)
     app.on_shutdown.append(_shutdown)
 
 
