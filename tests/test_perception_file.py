@@ -159,6 +159,14 @@ def test_the_published_schema_is_the_models_schema() -> None:
             assert {"t", "type"} <= set(d["required"])
 
 
+def test_the_documented_example_lines_are_valid_records() -> None:
+    doc = (ROOT / "docs" / "perception.md").read_text()
+    blocks = doc.split("```json")[1:]
+    lines = [ln for b in blocks for ln in b.split("```")[0].strip().splitlines() if "…" not in ln]
+    types = {rec.parse_line(ln).type for ln in lines}
+    assert types >= set(rec.EVENT_MODELS) | {"header", "end"}
+
+
 def test_rle_is_cocos_uncompressed_column_major() -> None:
     m = np.zeros((3, 4), bool)
     m[0, 0] = True

@@ -422,16 +422,20 @@ def perceive_file(input: str | os.PathLike[str], events_path: str | os.PathLike[
         if out is not None and os.path.abspath(out) == os.path.abspath(path):
             raise InputError(f"{out}: is the input; it would be overwritten")
     info = probe(path)
-    from .perceiver import Perceiver  # after the input is known good: mediapipe takes seconds to load
-
     aw, ah = info.analysis_size
     t_start = time.monotonic()
-    perceiver = Perceiver(fps=info.fps, glance=glance)
-    ev_out = AtomicOutput(events_path)
-    ov_out = AtomicOutput(overlay) if overlay is not None else None
+    ev_out = AtomicOutput(events_path)  # the destinations checked before mediapipe loads
+    try:
+        ov_out = AtomicOutput(overlay) if overlay is not None else None
+    except BaseException:
+        ev_out.discard()
+        raise
     writer: OverlayWriter | None = None
     bar = None
     try:
+        from .perceiver import Perceiver  # once input and outputs are known good: mediapipe takes seconds to load
+
+        perceiver = Perceiver(fps=info.fps, glance=glance)
         if ov_out is not None:
             writer = OverlayWriter(ov_out.tmp, aw, ah, info.fps, info.audio)
         total = info.frames or (round(info.duration * info.fps) if info.duration else None)
