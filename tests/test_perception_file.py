@@ -260,6 +260,34 @@ def test_bad_input_is_one_line_and_leaves_nothing(case: str, tmp_path: Path, por
     assert list(out.iterdir()) == []  # no events file, no overlay, no temporary file
 
 
+@needs_perceiver
+def test_a_file_truncated_after_its_index_gives_the_frames_it_has_and_a_warning(
+        tmp_path: Path, portrait: np.ndarray, capfd: pytest.CaptureFixture[str]) -> None:
+    whole = tmp_path / "whole.mp4"
+    c = av.open(str(whole), "w", options={"movflags": "faststart"})  # the index first, then the frames
+    v = c.add_stream("libx264", rate=25)
+    v.width, v.height, v.pix_fmt = 640, 480, "yuv420p"
+    for i in range(30):
+        f = av.VideoFrame.from_ndarray(np.roll(on_canvas(portrait), 4 * i, axis=1), format="rgb24")
+        f.pts = i
+        for p in v.encode(f):
+            c.mux(p)
+    for p in v.encode(None):
+        c.mux(p)
+    c.close()
+    src = tmp_path / "cut.mp4"
+    src.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.8)])
+    code, _, err = run_cmd([str(src), "--events", str(tmp_path / "e.jsonl")], capfd)
+    if code == 2:  # FFmpeg may refuse it outright: then one line and nothing written
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "e.jsonl").exists()
+        return
+    assert code == 0, err
+    ev = read_events(tmp_path / "e.jsonl")
+    n = len(faces_records(ev))
+    assert 0 < n < 30 and ev[-1]["frames"] == n and ev[0]["frames"] == 30
+    assert err.count("warning") == 1 and "truncated" in err and "Traceback" not in err
+
+
 def test_an_unwritable_destination_is_one_line(tmp_path: Path, portrait: np.ndarray,
                                                capfd: pytest.CaptureFixture[str]) -> None:
     src = write_video(tmp_path / "in.mp4", [on_canvas(portrait)] * 3)

@@ -74,6 +74,7 @@ class PerceiveSummary:
     events: dict[str, int] = field(default_factory=dict)  # event type -> how many
     counters: dict[str, int] = field(default_factory=dict)
     speaker_frames: int = 0  # frames with somebody speaking on screen
+    warnings: list[str] = field(default_factory=list)  # one line each (a truncated file, ...)
 
 
 def analysis_size(width: int, height: int, max_side: int = ANALYSIS_MAX_SIDE) -> tuple[int, int]:
@@ -134,6 +135,13 @@ def probe(path: str) -> VideoInfo:
                   if s.start_time is not None and s.time_base is not None]
         origin = min(starts) if starts else 0.0
         frames = int(v.frames) if v.frames else None
+        try:  # one frame decoded now, so a broken file fails before mediapipe loads
+            first = next(iter(c.decode(v)), None)
+        except _av_error() as exc:
+            raise InputError(f"{name}: cannot decode its first video frame ({_reason(exc)}): "
+                             "corrupt or truncated file") from None
+        if first is None:
+            raise InputError(f"{name}: no video frame could be decoded (empty, corrupt or truncated file)")
         return VideoInfo(name, w, h, round(fps, 3), None if duration is None else round(duration, 3), frames,
                          bool(c.streams.audio), origin)
 
@@ -241,7 +249,8 @@ def video_frames(path: str, info: VideoInfo) -> Iterator[tuple[float, np.ndarray
                 rgb = pad
             yield round(t, 4), rgb
     except _av_error() as exc:
-        raise InputError(f"{name}: cannot decode its video after {max(last, 0.0):.2f} s ({_reason(exc)}): "
+        where = f"after {last:.2f} s" if last >= 0 else "at its start"
+        raise InputError(f"{name}: cannot decode its video {where} ({_reason(exc)}): "
                          "corrupt or truncated file") from None
     finally:
         c.close()
@@ -494,6 +503,12 @@ def perceive_file(input: str | os.PathLike[str], events_path: str | os.PathLike[
                 emit(perceiver.push_frame(rgb, t))
             if pushed == 0:
                 raise InputError(f"{info.name}: no video frame could be decoded (corrupt or truncated file)")
+            if info.frames and pushed < 0.9 * info.frames - 1:
+                summary.warnings.append(f"{info.name}: decoded {pushed} of the {info.frames} frames it announces, "
+                                        "to {:.2f} s: truncated or corrupt after that".format(last_t))
+            elif not info.frames and info.duration and last_t + 1.0 / info.fps < 0.9 * info.duration - 0.5:
+                summary.warnings.append(f"{info.name}: its video ends at {last_t:.2f} s of the {info.duration:.2f} s "
+                                        "it announces: truncated or corrupt after that")
             x = feed.rest()
             if len(x):
                 perceiver.push_audio(x, AUDIO_RATE)
@@ -601,6 +616,8 @@ def run(args: argparse.Namespace, prog: str = "avatar perceive") -> int:
                 return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    for w in s.warnings:
+        print(f"{prog}: warning: {w}", file=sys.stderr)
     speed = s.frames / max(s.wall_seconds, 1e-9)
     ev = ", ".join(f"{n} {k}" for k, n in sorted(s.events.items())) or "no events"
     print(f"wrote {s.events_path}" + (f" and {s.overlay_path}" if s.overlay_path else "") +
