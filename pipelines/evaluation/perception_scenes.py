@@ -470,7 +470,7 @@ def make_scene(kind: str, seed: int, *, duration: float | None = None, size: tup
                 turns.append({"talker": None, "start": t, "end": t + gap})
                 t, prev = t + gap, -2
                 continue
-            k = int(rng.choice([i for i in range(n_talkers) if i != prev]))
+            k = int(rng.choice([i for i in range(n_talkers) if i != prev or n_talkers == 1]))
             x = _fit(_synth(voice_of[k], next_sentence(), seed), min(4.0, duration - 0.2 - t))
             a, b = _place(soundtrack, x, t)
             _place(lip_tracks[k], x, t)
