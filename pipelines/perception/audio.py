@@ -17,6 +17,7 @@ class AudioTimeline:
     def __init__(self) -> None:
         self._chunks: list[np.ndarray] = []
         self._x = np.zeros(0, np.float32)
+        self._c = np.zeros(0, np.float64)  # cumulative sum of squares, _c[0] = 0
         self._vad = StreamingVad()
         self._probs: list[np.ndarray] = []
         self._p = np.zeros(0, np.float32)
@@ -39,7 +40,12 @@ class AudioTimeline:
 
     def _flat(self) -> None:
         if self._chunks:
-            self._x = np.concatenate([self._x, *self._chunks])
+            new = np.concatenate(self._chunks)
+            self._x = np.concatenate([self._x, new])
+            # running sum of squares, extended (not recomputed) as audio comes: a long file's
+            # loudness lookups stay O(1) each
+            last = self._c[-1] if len(self._c) else 0.0
+            self._c = np.concatenate([self._c if len(self._c) else np.zeros(1), last + np.cumsum(new.astype(np.float64) ** 2)])
             self._chunks = []
         if self._probs:
             self._p = np.concatenate([self._p, *self._probs])
@@ -51,7 +57,7 @@ class AudioTimeline:
         out = np.full(len(times), FLOOR_DB, np.float32)
         if not len(self._x):
             return out
-        c = np.concatenate([[0.0], np.cumsum(self._x.astype(np.float64) ** 2)])
+        c = self._c
         h = int(half_window_s * RATE)
         for i, t in enumerate(times):
             a, b = int(t * RATE) - h, int(t * RATE) + h

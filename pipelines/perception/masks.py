@@ -70,7 +70,10 @@ class MotionSoundMap:
     def push(self, index: int, rgb: np.ndarray) -> np.ndarray:
         """Record a frame's motion; returns its low-resolution grey (also the glance's view)."""
         h, w = rgb.shape[:2]
-        ph, pw = max(1, h // PATCH), max(1, w // PATCH)
+        if h < PATCH or w < PATCH:  # a tiny frame: one patch, edge-padded
+            rgb = np.pad(rgb[..., :3], ((0, max(0, PATCH - h)), (0, max(0, PATCH - w)), (0, 0)), mode="edge")
+            h, w = rgb.shape[:2]
+        ph, pw = h // PATCH, w // PATCH
         g = rgb[: ph * PATCH, : pw * PATCH, :3].astype(np.float32).mean(axis=2)
         g = g.reshape(ph, PATCH, pw, PATCH).mean(axis=(1, 3))
         if self._prev is not None and self._prev.shape == g.shape:
