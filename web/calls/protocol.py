@@ -63,6 +63,14 @@ class CallStats(BaseModel):
     mirrored_frames: int
     stale_frames: int
     barge_in_reaction_ms: list[int]
+    perception: PerceptionStats | None = Field(None, description="call_perception on: the caller's camera perceived")
+
+
+class PerceptionStats(BaseModel):
+    camera_frames: int = Field(description="frames of the caller's camera received")
+    perceived_frames: int = Field(description="of those, perceived (the rest were skipped: newest frame only)")
+    cpu_s: float = Field(description="CPU seconds the call's perception thread spent")
+    error: str | None = None
 
 
 class Accepted(BaseModel):

@@ -25,7 +25,7 @@ from ..limits import MAX_JSON_BODY_BYTES
 from ..requests import ApiError, json_body, query, read_body, require_type
 from .call import Call, OfferError, check_offer
 from .feed import PerceptionFeed
-from .protocol import Accepted, CallStats, CreateQuery, Interrupt, Say, SetMode, StatsQuery
+from .protocol import Accepted, CallStats, CreateQuery, Interrupt, PerceptionStats, Say, SetMode, StatsQuery
 
 log = logging.getLogger(__name__)
 CALLS = web.AppKey("calls", dict)
@@ -146,7 +146,10 @@ async def call_stats(request: web.Request) -> web.StreamResponse:
         av_offset_ms=round(call.av_offset_s * 1000, 1),
         video_released=call.video_track.released, audio_released=call.audio_track.released,
         mic_frames=call.mic.frames, **call.mirror_counts(),
-        barge_in_reaction_ms=[round(1000 * x) for x in call.barge_ins], queued_utterances=len(call.queued))
+        barge_in_reaction_ms=[round(1000 * x) for x in call.barge_ins], queued_utterances=len(call.queued),
+        perception=None if call.perception is None else PerceptionStats(
+            camera_frames=call.perception.frames_in, perceived_frames=call.perception.frames_perceived,
+            cpu_s=round(call.perception.cpu_s, 3), error=call.perception.error))
     return web.json_response(stats.model_dump())
 
 
