@@ -183,3 +183,34 @@ def test_distractor_rejection_counts_only_lips_moving_to_other_speech():
     sc.add_scene(truth, pred, lip, 25)
     assert sc.distractor_pairs == 5
     assert sc.distractor_rejection == pytest.approx(3 / 5)
+
+
+def test_runner_scores_an_oracle_perfectly_and_a_blind_one_not():
+    """perception_eval's scoring on a small generated scene: a Perceiver stand-in that returns
+    the ground truth scores 1.0 everywhere; one that sees nothing scores the negatives only."""
+    from pipelines.evaluation import perception_eval as pe
+    from pipelines.evaluation import perception_scenes as ps
+    from pipelines.perception.types import FaceObservation, Perception
+
+    sc = ps.make_scene("moving_object", 3, duration=2.0, n_talkers=0, size=(160, 120))
+    sc.speaker[:] = -1
+    oracle = {j: Perception(t=j / sc.fps, index=j, faces=(), speaker=None,
+                            mask=sc.masks[j].astype(np.float32) if sc.masks[j].any() else None,
+                            mask_kind="motion", speech=0.0, saliency=0.0, analysed=True)
+              for j in range(sc.n_frames)}
+    g = pe.score_scene(sc, oracle, {"frames": sc.n_frames}, 1.0)
+    f = g.figures()
+    assert f["miou"] == pytest.approx(1.0) and f["fscore"] == pytest.approx(1.0)
+    assert f["negative_mask_rate"] == 0 and f["speaker_accuracy_settled"] == 1.0
+    blind = pe.score_scene(sc, {}, {"frames": sc.n_frames}, 1.0).figures()
+    assert blind["frames_without_result"] == sc.n_frames
+    # threshold 0 takes every pixel (as AVSBench's does): F is that of the whole frame, small
+    assert 0 < blind["fscore"] < 0.2 and blind["miou"] < 0.5
+    # a face named as speaker is mapped to a talker through its box
+    boxes = np.array([[[0, 0, 10, 10], [20, 0, 30, 10]]] * 2, np.float32)
+    sc2 = ps.Scene(np.zeros((2, 8, 8, 3), np.uint8), np.zeros(1280, np.float32), 25, np.array([1, 1]),
+                   np.zeros((2, 8, 8), bool), boxes, np.zeros((2, 2), bool), "talkers", 0)
+    face = FaceObservation(id=7, box=(19, 1, 29, 11), speaking=0.9, mouth=0.1, looking=None, yaw=0, pitch=0, fresh=True)
+    res = {0: Perception(0.0, 0, (face,), 7, None, None, 1.0, 0.0, True),
+           1: Perception(0.04, 1, (face,), 3, None, None, 1.0, 0.0, True)}  # id 3: not among its faces
+    assert list(pe.predicted_talkers(sc2, res)) == [1, pm.UNMATCHED]
