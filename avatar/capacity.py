@@ -39,9 +39,10 @@ def _free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def _server(size: int, max_calls: int) -> Any:
+async def _server(size: int, max_calls: int, **extra_env: str) -> Any:
     port = _free_port()
-    env = {**os.environ, "AVATAR_CALL_SIZE": str(size), "AVATAR_MAX_CALLS": str(max_calls), "AVATAR_VOICE": "en-us"}
+    env = {**os.environ, "AVATAR_CALL_SIZE": str(size), "AVATAR_MAX_CALLS": str(max_calls), "AVATAR_VOICE": "en-us",
+           **extra_env}
     proc = subprocess.Popen([sys.executable, "-m", "avatar", "serve", "--port", str(port)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
@@ -99,11 +100,11 @@ def _stage_buckets(text: str, sel: str) -> dict[float, float]:
     return buckets(lines, "avatar_stage_latency_seconds")
 
 
-async def step(url: str, n: int, mode: str, seconds: float, wav: str | None) -> dict[str, Any]:
+async def step(url: str, n: int, mode: str, seconds: float, wav: str | None, camera: str | None = None) -> dict[str, Any]:
     before = await _metrics(url)
     t0 = time.monotonic()
     report = await run(url, callers=n, duration_s=seconds, wav=wav if mode == "mirror" else None, mode=mode,
-                       say_every_s=6.0 if mode == "agent" else 0.0, decode=False, progress=None)
+                       say_every_s=6.0 if mode == "agent" else 0.0, decode=False, progress=None, camera=camera)
     dt = time.monotonic() - t0
     after = await _metrics(url)
     produced = _sum(after, "avatar_stage_frames_out_total", 'stage="render"') - \

@@ -100,12 +100,12 @@ def server_figures(before: str, after: str) -> dict[str, dict[str, float | None]
 
 async def run(url: str, *, callers: int, duration_s: float, wav: str | None = None, mode: str = "mirror",
               token: str | None = None, say_every_s: float = 0.0, ramp_s: float = 0.5, decode: bool = True,
-              progress: Any = sys.stderr) -> dict[str, Any]:
+              progress: Any = sys.stderr, camera: str | None = None) -> dict[str, Any]:
     url = url.rstrip("/")
     if not decode:
         count_video_without_decoding()
     before = await _metrics(url, token)
-    peers = [Caller(url, wav=wav, mode=mode, token=token) for _ in range(callers)]
+    peers = [Caller(url, wav=wav, mode=mode, token=token, camera=camera) for _ in range(callers)]
     fps_series: list[list[tuple[float, float]]] = [[] for _ in peers]
     t0 = time.monotonic()
     try:

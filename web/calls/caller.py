@@ -64,8 +64,9 @@ def count_video_without_decoding() -> None:
 
 class Caller:
     def __init__(self, base_url: str, *, wav: str | None, mode: str = "mirror", token: str | None = None,
-                 fps: int = 25) -> None:
+                 fps: int = 25, camera: str | None = None) -> None:
         self.base_url, self.wav, self.mode, self.token, self.fps = base_url.rstrip("/"), wav, mode, token, fps
+        self.camera = camera  # a video file sent (looped) as the caller's camera, its sound as the microphone
         self.location: str | None = None
         self.arrivals: list[float] = []  # monotonic time of each decoded video frame
         self.pts: list[int] = []
@@ -92,12 +93,15 @@ class Caller:
         from aiortc.contrib.media import MediaPlayer
 
         self._pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        if self.wav:
-            self._player = MediaPlayer(self.wav, loop=True)
+        if self.wav or self.camera:
+            self._player = MediaPlayer(self.camera or self.wav, loop=True)
             pc.addTrack(self._player.audio)
         else:
             pc.addTransceiver("audio", direction="recvonly")
-        pc.addTransceiver("video", direction="recvonly")
+        if self.camera:
+            pc.addTrack(self._player.video)
+        else:
+            pc.addTransceiver("video", direction="recvonly")
         channel = pc.createDataChannel("control")
 
         @channel.on("message")
@@ -158,8 +162,10 @@ class Caller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._pc is not None:
             await self._pc.close()
-        if self._player is not None and self._player.audio is not None:
-            self._player.audio.stop()
+        if self._player is not None:
+            for track in (self._player.audio, self._player.video):
+                if track is not None:
+                    track.stop()
         self.summarize()
 
     def fps_now(self, window_s: float = 2.0) -> float:

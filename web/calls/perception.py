@@ -25,6 +25,17 @@ log = logging.getLogger(__name__)
 MAX_SIDE = 640  # frames are perceived at most this large (boxes come back in the caller's pixels)
 
 
+def warm_perception() -> None:
+    """Imports mediapipe and builds its graphs once, at server start (call_perception on):
+    done during a call, the import alone holds the interpreter for over a second and the
+    call's frames wait behind it. Blocking: run it off the event loop."""
+    from pipelines.perception.perceiver import Perceiver
+
+    p = Perceiver(fps=10.0)
+    p.push_audio(np.zeros(1600, np.float32), 16000)
+    p.push_frame(np.zeros((64, 64, 3), np.uint8), 0.0)
+
+
 class CallPerception:
     def __init__(self, call_id: str, *, max_fps: float, publish: Callable[[dict[str, Any]], None],
                  origin: Callable[[], float | None]) -> None:
