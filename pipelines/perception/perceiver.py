@@ -32,7 +32,7 @@ SEGMENT_EVERY = 5
 FACE_MOVE = 6.0  # glance: mean low-res grey change inside a face box that calls the mesh now
 NEW_THING = 4.0
 MAX_WINDOW_S = 3.0  # the longest sync window (a long turn)
-PAUSE_S = 0.3  # silence that ends a turn's window  # glance: mean change in a patch group outside the faces that calls the detector
+PAUSE_S = 0.2  # silence that ends a turn's window  # glance: mean change in a patch group outside the faces that calls the detector
 
 
 @dataclass

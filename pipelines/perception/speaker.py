@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-WINDOW_S = 1.0  # the shortest correlation window (it ends at t + lookahead, starts at the turn's onset)
+WINDOW_S = 0.6  # the shortest correlation window (it ends at t + lookahead, starts at the turn's onset)
 LAGS = (-1, 0, 1, 2)  # frames by which the mouth may lead the sound
 R_LOW, R_HIGH = 0.15, 0.5  # correlation mapped to a 0..1 score between these
-MIN_MOUTH_STD = 0.008  # IOD: a mouth that does not move is not speaking
+MIN_MOUTH_STD = 0.008  # IOD, jaw std over the window: a mouth that does not move is not speaking
 SPEECH_HANGOVER_S = (0.25, 0.12)  # speech "now" = any speech in [t - a, t + b]: pauses between words
 
 
