@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from avatar.capacity import _server, step
 from pipelines.evaluation.talking_clip import talking_camera
@@ -28,9 +31,35 @@ from pipelines.evaluation.talking_clip import talking_camera
 async def measure(size: int, seconds: float, calls: int, camera: str, perception: bool) -> dict[str, Any]:
     env = {"AVATAR_CALL_PERCEPTION": "1" if perception else "0"}
     async with _server(size, max(4, calls), **env) as url:
-        r = await step(url, calls, "agent", seconds, None, camera=camera)
+        counts: dict[str, float] = {"n": 0, "with_face": 0}
+        feed = asyncio.create_task(_count_faces(url, counts)) if perception else None
+        try:
+            r = await step(url, calls, "agent", seconds, None, camera=camera)
+        finally:
+            if feed is not None:
+                feed.cancel()
+        if feed is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
     r["perception"] = perception
+    if perception:  # proof that the caller's camera was perceived, not only received
+        r["faces_records"] = counts["n"]
+        r["faces_records_with_a_face"] = counts["with_face"]
+        span = counts.get("t1", 0.0) - counts.get("t0", 0.0)
+        r["perceived_fps"] = round((counts["n"] - 1) / span, 2) if span > 0 else 0.0
     return r
+
+
+async def _count_faces(url: str, counts: dict[str, float]) -> None:
+    """Counts the `faces` records on the server-wide perception feed (GET /v1/perception)."""
+    async with aiohttp.ClientSession() as s, s.ws_connect(url.replace("http", "ws") + "/v1/perception") as ws:
+        async for msg in ws:
+            rec = json.loads(msg.data)
+            if rec.get("type") == "faces":
+                counts["n"] += 1
+                counts.setdefault("t0", time.monotonic())
+                counts["t1"] = time.monotonic()
+                counts["with_face"] += bool(rec.get("faces"))
 
 
 async def main_async(args: argparse.Namespace, cam: str) -> dict[str, Any]:
@@ -42,7 +71,7 @@ async def main_async(args: argparse.Namespace, cam: str) -> dict[str, Any]:
         r = await measure(args.size, args.seconds, args.calls, cam, perception)
         r["wall_s"] = round(time.monotonic() - t0, 1)
         out["runs"].append(r)
-        print(json.dumps({k: r[k] for k in ("perception", "min_fps", "late_share", "lost_share", "cpu_cores")}),
+        print(json.dumps({k: r[k] for k in ("perception", "min_fps", "late_share", "lost_share", "cpu_cores", "faces_records", "faces_records_with_a_face", "perceived_fps") if k in r}),
               flush=True)
     on = [r["cpu_cores"] for r in out["runs"] if r["perception"]]
     off = [r["cpu_cores"] for r in out["runs"] if not r["perception"]]

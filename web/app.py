@@ -153,9 +153,8 @@ async def _startup(app: web.Application) -> None:
     await app[LOOP_LAG].__aenter__()
     if state.settings.preload:
         await state.engines.preload()
-    if state.settings.call_perception:
-        from .calls.perception import warm_perception
-        await asyncio.get_running_loop().run_in_executor(None, warm_perception)
+    if state.settings.call_perception:  # mediapipe loaded and warmed now, not on a call's time
+        await state.engines.perception()
     # What is loaded now (models, codecs, libraries: ~275k tracked objects) lives as long as the
     # server: keep it out of the cyclic collector's full passes. One full pass over it takes
     # 100-140 ms (cpu2, seen at start-up); during calls it would hold up every call's frames.

@@ -99,6 +99,7 @@ class SharedEngines:
         self._renderers: dict[tuple[str, int], asyncio.Task[Batcher[Any, Any]]] = {}
         self._codecs: CodecInfo | None = None
         self._motion: asyncio.Future[EngineWorker[Any, Any]] | None = None
+        self._perception: asyncio.Future[EngineWorker[Any, Any]] | None = None
         # CPU and memory of the engines' own processes: the server's process_* figures miss them
         self._processes = EngineProcessCollector()
         self._gpu = GpuMemoryCollector()  # CUDA only: nothing on a CPU machine
@@ -239,7 +240,7 @@ class SharedEngines:
         stream starts as quickly as later ones."""
         s = self.settings
         backend = "piper" if s.voice.strip().lower() in PIPER_VOICES else "espeak"
-        loaded = [self._speech.get(backend), self._motion,
+        loaded = [self._speech.get(backend), self._motion, *([self._perception] if s.call_perception else []),
                   *(self._renderers.get((s.avatar, size)) for size in self._preloaded_sizes())]
         return self._codecs is not None and all(
             t is not None and t.done() and not t.cancelled() and t.exception() is None for t in loaded)
@@ -255,6 +256,29 @@ class SharedEngines:
 
         worker: EngineWorker[Any, Any] = EngineWorker(AudioMotionEngine())
         await worker.start()
+        return worker
+
+    async def perception(self) -> EngineWorker[Any, Any]:
+        """The caller-perception engine (call_perception), shared by every call, in a child
+        process of its own unless `perception_process` is off; loaded again if its process died."""
+        p = self._perception
+        if p is None or (p.done() and (p.exception() is not None or not p.result().engine.alive())):
+            self._perception = asyncio.ensure_future(self._load_perception())
+        return await asyncio.shield(self._perception)
+
+    async def _load_perception(self) -> EngineWorker[Any, Any]:
+        from pipelines.perception.engine import perception_engine
+
+        make = functools.partial(perception_engine, self.settings.call_perception_fps)
+        if self.settings.perception_process:
+            engine: Engine[Any, Any] = SubprocessEngine("perception", make, torch_threads=1)
+            self._processes.add("0", engine)
+        else:
+            engine = make()
+        worker: EngineWorker[Any, Any] = EngineWorker(engine)
+        await worker.start()
+        log.info("perception loaded%s: %s", " in its own process" if self.settings.perception_process else "",
+                 _describe(engine))
         return worker
 
     def _preloaded_sizes(self) -> list[int]:
@@ -276,8 +300,9 @@ class SharedEngines:
                 self.metrics.registry.unregister(self._processes)
             with contextlib.suppress(KeyError):
                 self.metrics.registry.unregister(self._gpu)
-        tasks = [*self._speech.values(), *self._renderers.values(), *([self._motion] if self._motion else [])]
-        self._motion = None
+        tasks = [*self._speech.values(), *self._renderers.values(),
+                 *(t for t in (self._motion, self._perception) if t is not None)]
+        self._motion = self._perception = None
         self._speech.clear()
         self._renderers.clear()
         for t in tasks:

@@ -101,6 +101,10 @@ class ServerSettings(BaseModel):
         "records on the call's data channel and GET /v1/perception (docs/perception.md)"))
     call_perception_fps: float = Field(10.0, gt=0, le=30, description=(
         "frames of the caller's camera perceived per second at most (newer frames replace waiting ones)"))
+    perception_process: bool = Field(True, description=(
+        "run call perception in a child process of its own (one for all calls): in a thread of "
+        "the server it took turns with the calls' media for the interpreter lock (BENCHMARKS.md, "
+        "\"Perception in a call\")"))
     barge_in: bool = Field(True, description="agent mode: the caller speaking stops the avatar")
     barge_in_min_speech_ms: int = Field(120, ge=32)
     # Compute

@@ -198,7 +198,8 @@ class Call:
             self.mic.attach(track)
         elif self.settings.call_perception and self.perception is None:
             self.perception = CallPerception(self.id, max_fps=self.settings.call_perception_fps,
-                                             publish=self._publish_perception, origin=self._media_origin)
+                                             publish=self._publish_perception, origin=self._media_origin,
+                                             engine=self.engines.perception)
             self.mic.taps.append(self.perception.audio)
             self._spawn(self.perception.read(track), "camera")
             self._spawn(self.perception.run(), "perception")

@@ -17,6 +17,41 @@ from typing import Any
 
 import aiohttp
 import numpy as np
+from aiortc.mediastreams import MediaStreamTrack
+
+
+class ForwardTimestamps(MediaStreamTrack):
+    """A looped file's track whose timestamps keep going forward.
+
+    aiortc's MediaPlayer(loop=True) starts each pass at pts 0 again; sent as it is, the server
+    received the first pass only (a 6.5 s camera clip: 162 frames, then none; the same for a
+    looped microphone), since RTP timestamps that jump back read as stale packets. Each pass is
+    shifted to start one frame after the last one ended."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self._source = source
+        self._offset = 0
+        self._last = -1
+        self._step = 0
+
+    async def recv(self) -> Any:
+        frame = await self._source.recv()
+        if frame.pts is None:
+            return frame
+        pts = frame.pts + self._offset
+        if pts <= self._last:  # a new pass of the loop
+            self._offset += self._last + self._step - pts
+            pts = self._last + self._step
+        self._step = max(1, pts - self._last) if self._last >= 0 else self._step
+        self._last = pts
+        frame.pts = pts
+        return frame
+
+    def stop(self) -> None:
+        super().stop()
+        self._source.stop()
 
 
 @dataclass
@@ -95,11 +130,11 @@ class Caller:
         self._pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         if self.wav or self.camera:
             self._player = MediaPlayer(self.camera or self.wav, loop=True)
-            pc.addTrack(self._player.audio)
+            pc.addTrack(ForwardTimestamps(self._player.audio))
         else:
             pc.addTransceiver("audio", direction="recvonly")
         if self.camera:
-            pc.addTrack(self._player.video)
+            pc.addTrack(ForwardTimestamps(self._player.video))
         else:
             pc.addTransceiver("video", direction="recvonly")
         channel = pc.createDataChannel("control")

@@ -69,7 +69,7 @@ class CallStats(BaseModel):
 class PerceptionStats(BaseModel):
     camera_frames: int = Field(description="frames of the caller's camera received")
     perceived_frames: int = Field(description="of those, perceived (the rest were skipped: newest frame only)")
-    cpu_s: float = Field(description="CPU seconds the call's perception thread spent")
+    cpu_s: float = Field(description="CPU seconds the perception engine (its child process) spent on this call")
     error: str | None = None
 
 
